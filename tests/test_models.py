@@ -56,3 +56,30 @@ def test_aliases_and_sanitizing() -> None:
     assert resolve_url(None).endswith("/prod/v1/test/api/v1")
     assert resolve_url("prod") == "https://nomad-lab.eu/prod/v1/api/v1"
     assert sanitize_url("https://u:p@h:8/x?token=t") == "https://h:8/x"
+
+
+def test_typed_init_signature_matches_the_fields() -> None:
+    """The type-checking __init__ of Settings lists exactly the dataclass fields."""
+    import ast
+    import dataclasses
+    import inspect
+
+    import nomad_bulk.config as config_module
+
+    tree = ast.parse(inspect.getsource(config_module))
+    inits = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef) and node.name == "__init__"
+    ]
+    (init,) = [n for n in inits if any(a.arg == "password" for a in n.args.kwonlyargs)]
+    declared = [a.arg for a in init.args.kwonlyargs]
+    assert declared == [f.name for f in dataclasses.fields(Settings)]
+
+
+def test_plain_string_secrets_are_wrapped() -> None:
+    """Passing a plain string password yields a Secret that hides itself."""
+    settings = Settings(username="u", password="hunter2")
+    assert isinstance(settings.password, Secret)
+    assert settings.password.get() == "hunter2"
+    assert settings.has_credentials

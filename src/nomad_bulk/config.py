@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import dotenv_values
@@ -155,6 +155,30 @@ class Settings:
     retry_initial_wait: float = 0.5
     retry_max_wait: float = 30.0
     user_agent: str = "nomad-bulk"
+
+    if TYPE_CHECKING:
+        # The generated __init__ also takes plain strings for the secrets (wrapped at once);
+        # this signature tells type checkers so. Keep it in step with the fields above.
+        def __init__(
+            self,
+            *,
+            url: str = ...,
+            username: str | None = ...,
+            password: Secret | str | None = ...,
+            token: Secret | str | None = ...,
+            app_token_lifetime: float = ...,
+            allow_insecure_http: bool = ...,
+            verify_tls: bool = ...,
+            ca_bundle: Path | str | None = ...,
+            connect_timeout: float = ...,
+            read_timeout: float = ...,
+            max_connections: int = ...,
+            max_retries: int = ...,
+            retry_max_time: float = ...,
+            retry_initial_wait: float = ...,
+            retry_max_wait: float = ...,
+            user_agent: str = ...,
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "url", resolve_url(self.url))
