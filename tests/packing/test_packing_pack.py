@@ -327,3 +327,26 @@ def test_unzip_accepts_the_archive(root: Path, spool: Path) -> None:
         ["unzip", "-t", str(packed.path)], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_compress_level_changes_bytes_not_content(root: Path, spool: Path) -> None:
+    """Level 1 and level 9 zips differ in bytes but hold the same files; 0 is refused."""
+    from nomad_bulk.errors import ConfigError
+
+    write_tree(root, {"c/aims.out": AIMS_OUT * 200})
+    (group,) = _groups(root)
+    fast = pack_group(group, spool / "fast", compress_level=1)
+    small = pack_group(group, spool / "small", compress_level=9)
+    assert fast.sha256 != small.sha256 and small.size < fast.size
+    assert zip_contents(fast.path) == zip_contents(small.path)
+    with pytest.raises(ConfigError):
+        pack_group(group, spool, compress_level=0)
+
+
+def test_exported_names() -> None:
+    """The package exports exactly its sorted public API."""
+    import nomad_bulk.packing as packing
+
+    assert packing.__all__ == sorted(packing.__all__, key=lambda n: (not n.isupper(), n))
+    public = {n for n in vars(packing) if not n.startswith("_")} - {"annotations", "mainfiles"}
+    assert set(packing.__all__) == public

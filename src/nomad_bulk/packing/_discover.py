@@ -41,6 +41,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from nomad_bulk.errors import PackingError
 from nomad_bulk.packing.mainfiles import match_mainfile, read_head
@@ -414,9 +415,24 @@ def _special(key: str, item: Path) -> Problem:
     )
 
 
+def open_regular(path: Path) -> IO[bytes]:
+    """Open a regular file for reading; ``OSError`` for anything else.
+
+    ``O_NONBLOCK``: a FIFO swapped in since the listing must not block the caller.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _predict_file(path: Path, name: str, siblings: Sequence[str]) -> str | None:
     """Match one file on disk; ``OSError`` if it cannot be read."""
-    with open(path, "rb") as stream:
+    with open_regular(path) as stream:
         head, compression = read_head(stream)
     return match_mainfile(name, head, compression=compression, siblings=siblings)
 
