@@ -659,9 +659,9 @@ def query_entries(
             raise ConfigError(f"unknown query key {key!r}; accepted keys: {accepted}")
         query[_QUERY_KEYS[key]] = value
     client, api = _client(url)
-    entries = client.query_entries(query, page_size=page_size)
-    if max_entries >= 0:
-        entries = entries[:max_entries]
+    entries = client.query_entries(
+        query, page_size=page_size, limit=max_entries if max_entries >= 0 else None
+    )
     return [_entry(api, e) for e in entries]
 
 
@@ -761,6 +761,7 @@ def retrieve_datasets(
             dataset_name=params.get("dataset_name"),
             user_id=params.get("user_id"),
             prefix=params.get("prefix"),
+            limit=max_datasets if max_datasets >= 0 else None,
         )
     if max_datasets >= 0:
         found = found[:max_datasets]

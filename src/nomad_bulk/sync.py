@@ -465,10 +465,16 @@ class NomadClient:
         owner: str = "visible",
         page_size: int = 100,
         required: Mapping[str, Any] | None = None,
+        limit: int | None = None,
     ) -> list[Entry]:
         """Blocking :meth:`nomad_bulk.client.NomadClient.query_entries`."""
         return self._call(
-            self._client().query_entries, query, owner=owner, page_size=page_size, required=required
+            self._client().query_entries,
+            query,
+            owner=owner,
+            page_size=page_size,
+            required=required,
+            limit=limit,
         )
 
     def list_raw_directory(self, upload_id: str, path: str = "") -> RawDirectory:
@@ -498,6 +504,7 @@ class NomadClient:
         user_id: str | None = None,
         prefix: str | None = None,
         page_size: int = 100,
+        limit: int | None = None,
     ) -> list[Dataset]:
         """Blocking :meth:`nomad_bulk.client.NomadClient.list_datasets`."""
         return self._call(
@@ -506,6 +513,7 @@ class NomadClient:
             user_id=user_id,
             prefix=prefix,
             page_size=page_size,
+            limit=limit,
         )
 
     def find_dataset(self, name: str, *, user_id: str | None = None) -> Dataset | None:

@@ -136,6 +136,10 @@ async def test_pagination_never_truncates(api_version: str, tmp_path: Path) -> N
 
             hits = await nomad.query_entries({"upload_id": big.upload_id}, page_size=7)
             assert len({e.entry_id for e in hits}) == 23
+            before = srv.state.route_counts["POST /entries/query"]
+            first = await nomad.query_entries({"upload_id": big.upload_id}, page_size=7, limit=9)
+            assert [e.entry_id for e in first] == [e.entry_id for e in hits[:9]]
+            assert srv.state.route_counts["POST /entries/query"] - before == 2  # pages stop early
 
             listing = await nomad.list_raw_directory(big.upload_id)
             assert len(listing.content) == 23
@@ -147,6 +151,7 @@ async def test_pagination_never_truncates(api_version: str, tmp_path: Path) -> N
             datasets = await nomad.list_datasets(user_id=TEST1, page_size=5)
             assert len({d.dataset_id for d in datasets}) == 12
             assert len(await nomad.list_datasets(prefix="ds-1")) == 2
+            assert len(await nomad.list_datasets(user_id=TEST1, page_size=5, limit=7)) == 7
     assert len(srv.state.uploads()) == 12
 
 

@@ -7,7 +7,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -414,7 +414,7 @@ class NomadClient:
         *,
         page_size: int,
         auth: AuthMode = "optional",
-    ) -> AsyncIterator[Mapping[str, Any]]:
+    ) -> AsyncGenerator[Mapping[str, Any], None]:
         """GET every page of a NOMAD list (``page_after_value`` cursor)."""
         size = max(1, int(page_size))
         after: str | None = None
@@ -802,9 +802,15 @@ class NomadClient:
         owner: str = "visible",
         page_size: int = 100,
         required: Mapping[str, Any] | None = None,
+        limit: int | None = None,
     ) -> list[Entry]:
-        """All entries matching a NOMAD search query (``POST /entries/query``), all pages."""
+        """Entries matching a NOMAD search query (``POST /entries/query``): all pages,
+        or the first ``limit`` results (public searches can match millions)."""
         size = max(1, int(page_size))
+        if limit is not None:
+            if limit <= 0:
+                return []
+            size = min(size, limit)
         entries: list[Entry] = []
         after: str | None = None
         seen: set[str] = set()
@@ -822,6 +828,8 @@ class NomadClient:
             data = await self._json("POST", "/entries/query", json_body=request)
             items = data.get("data") or []
             entries.extend(Entry.from_json(item) for item in items)
+            if limit is not None and len(entries) >= limit:
+                return entries[:limit]
             cursor = (data.get("pagination") or {}).get("next_page_after_value")
             if not items or cursor is None or str(cursor) in seen:
                 return entries
@@ -948,8 +956,9 @@ class NomadClient:
         user_id: str | None = None,
         prefix: str | None = None,
         page_size: int = 100,
+        limit: int | None = None,
     ) -> list[Dataset]:
-        """Datasets matching the filters, all pages."""
+        """Datasets matching the filters: all pages, or the first ``limit``."""
         params: list[tuple[str, str]] = []
         if dataset_name is not None:
             params.append(("dataset_name", dataset_name))
@@ -958,9 +967,20 @@ class NomadClient:
         if prefix is not None:
             params.append(("prefix", prefix))
         path = await self._datasets_path()
-        return [
-            Dataset.from_json(item) async for item in self._pages(path, params, page_size=page_size)
-        ]
+        found: list[Dataset] = []
+        if limit is not None and limit <= 0:
+            return found
+        if limit is not None:
+            page_size = min(page_size, limit)
+        pages = self._pages(path, params, page_size=page_size)
+        try:
+            async for item in pages:
+                found.append(Dataset.from_json(item))
+                if limit is not None and len(found) >= limit:
+                    break
+        finally:
+            await pages.aclose()
+        return found
 
     async def find_dataset(self, name: str, *, user_id: str | None = None) -> Dataset | None:
         """The dataset with exactly this name owned by ``user_id`` (default: me), or None."""
