@@ -1,7 +1,8 @@
 """Run the local NOMAD server in a child process, so that benchmarks measure the client alone.
 
-The child answers simple commands over a pipe: ``"stats"`` (request and fault counters plus a
-summary of every upload) and ``"stop"``. Used as a context manager::
+The child answers simple commands over a pipe: ``"stats"`` (request counters by route and
+status, fault counters, and a summary of every upload with its creation and publish times),
+``"restart"`` and ``"stop"``. Used as a context manager::
 
     with ServerProcess(processing_time=1.0, latency=0.02) as server:
         server.url; server.stats()
@@ -16,6 +17,10 @@ from typing import Any
 import anyio
 
 
+def _epoch(value: Any) -> float | None:
+    return None if value is None else float(value.timestamp())
+
+
 def _summary(srv: Any) -> dict[str, Any]:
     state = srv.state
     uploads = [
@@ -26,12 +31,21 @@ def _summary(srv: Any) -> dict[str, Any]:
             "process_status": u.process_status,
             "entries": len(u.entries),
             "failed_entries": sum(1 for e in u.entries if e.process_status == "FAILURE"),
+            "entries_in_dataset": sum(1 for e in u.entries if e.datasets),
+            # Wall-clock seconds (server clock = client clock on one machine): the slot
+            # an upload holds runs from its creation to the end of its publishing.
+            "created": _epoch(u.upload_create_time),
+            # The last entry's end is (within a millisecond) the end of processing.
+            "processed_at": max((_epoch(e.complete_time) or 0.0 for e in u.entries), default=None),
+            "published_at": _epoch(u.publish_time),
         }
         for u in state.uploads()
     ]
     return {
         "requests": state.request_count,
-        "faults": dict(state.fault_counts()),
+        "by_route": dict(state.route_counts),
+        "by_status": {str(k): v for k, v in state.status_counts.items()},
+        "faults": dict(state.fault_counts),
         "uploads": uploads,
     }
 

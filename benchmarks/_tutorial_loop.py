@@ -66,7 +66,7 @@ class TutorialLoop:
             self._token_time = time.monotonic()
         return self._token
 
-    def _wait_success(self, upload_id: str, max_wait_time: float = 600.0) -> dict[str, Any]:
+    def _wait_success(self, upload_id: str, max_wait_time: float = 60.0) -> dict[str, Any]:
         elapsed = 0.0
         while elapsed < max_wait_time:
             upload: dict[str, Any] = self._call("GET", f"/uploads/{upload_id}")["data"]
@@ -84,7 +84,15 @@ class TutorialLoop:
 
     def upload_folder(self, zip_path: Path, index: int, dataset_id: str) -> tuple[str, str]:
         """Upload one zip and take it through processing, edit and publish; return the ids."""
-        answer = self._call("POST", "/uploads", body=zip_path.read_bytes())
+        # The tutorial's helper passes the open file to ``requests.post(data=f)``, which sends
+        # a raw body without a Content-Type; urllib would label it form-urlencoded, and
+        # NOMAD then parses it as a form and creates an empty upload.
+        answer = self._call(
+            "POST",
+            "/uploads",
+            body=zip_path.read_bytes(),
+            content_type="application/octet-stream",
+        )
         upload_id = str(answer["upload_id"])
         self._wait_success(upload_id)
         entries = self._call("GET", f"/uploads/{upload_id}/entries")["data"]

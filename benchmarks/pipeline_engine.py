@@ -157,33 +157,38 @@ def pipeline(args: argparse.Namespace) -> dict[str, Any]:
 _MEMORY_CHILD = r"""
 import json, resource, sys, time, tracemalloc
 from pathlib import Path
-root, journal_path = Path(sys.argv[1]), Path(sys.argv[2])
+root, tmp = Path(sys.argv[1]), Path(sys.argv[2])
 import nomad_bulk.engine, nomad_bulk.journal, nomad_bulk.packing  # baseline: imports
 from nomad_bulk.engine.options import Metadata, RunOptions
 from nomad_bulk.engine.plan import plan_into_journal
 from nomad_bulk.engine.report import build_items
 from nomad_bulk.journal import Journal, RunIdentity
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-tracemalloc.start()
-t0 = time.monotonic()
 options = RunOptions(per_upload=True)
 identity = RunIdentity(root=str(root), url="http://127.0.0.1:1/api/v1", per_upload=True,
                        max_upload_size=options.max_upload_size, max_per_upload=None, pattern=None)
-journal = Journal.open(journal_path, identity=identity)
-counts = plan_into_journal(journal, root, options, commit=True)
-planned = time.monotonic() - t0
-_, plan_peak = tracemalloc.get_traced_memory()
-items = build_items(journal, publish=False, metadata=Metadata())
+
+def plan(path):
+    journal = Journal.open(path, identity=identity)
+    t0 = time.monotonic()
+    counts = plan_into_journal(journal, root, options, commit=True)
+    planned = time.monotonic() - t0
+    items = build_items(journal, publish=False, metadata=Metadata())
+    journal.close()
+    return counts, planned, len(items)
+
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+counts, seconds, reported = plan(tmp / "a.sqlite")   # timed, untraced
+peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+tracemalloc.start()
+plan(tmp / "b.sqlite")                               # traced (slower), for the Python heap peak
 _, peak = tracemalloc.get_traced_memory()
-journal.close()
 print(json.dumps({
-    "calculations": counts.calculations, "items_reported": len(items),
-    "plan_seconds": round(planned, 2),
+    "calculations": counts.calculations, "items_reported": reported,
+    "plan_seconds": round(seconds, 2),
     "baseline_rss_mib": round(base / 1024, 1),
-    "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    "tracemalloc_peak_plan_mib": round(plan_peak / 2**20, 1),
-    "tracemalloc_peak_with_report_mib": round(peak / 2**20, 1),
-    "journal_mib": round(journal_path.stat().st_size / 2**20, 1),
+    "peak_rss_mib": round(peak_rss / 1024, 1),
+    "tracemalloc_peak_mib": round(peak / 2**20, 1),
+    "journal_mib": round((tmp / "a.sqlite").stat().st_size / 2**20, 1),
 }))
 """
 
@@ -196,7 +201,7 @@ def memory(args: argparse.Namespace) -> dict[str, Any]:
         make_samples(root, args.plan_folders, layout="nested")
         generated = time.monotonic() - t0
         out = subprocess.run(
-            [sys.executable, "-c", _MEMORY_CHILD, str(root), str(Path(tmp) / "journal.sqlite")],
+            [sys.executable, "-c", _MEMORY_CHILD, str(root), tmp],
             capture_output=True,
             text=True,
             check=True,
@@ -252,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"planning {mem['folders']} folders: peak RSS {mem['peak_rss_mib']} MiB "
             f"(baseline {mem['baseline_rss_mib']} MiB), tracemalloc peak "
-            f"{mem['tracemalloc_peak_with_report_mib']} MiB, journal {mem['journal_mib']} MiB, "
+            f"{mem['tracemalloc_peak_mib']} MiB, journal {mem['journal_mib']} MiB, "
             f"{mem['plan_seconds']} s"
         )
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
@@ -262,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written to {out}")
-    ok = run["ratio_to_ideal"] <= 1.15 and run["failed"] == 0
+    # The 1.15 target is for the full measurement; a quick run is dominated by its
+    # first wave (nothing is known about processing times yet) and only smoke-tests.
+    ok = run["failed"] == 0 and (args.quick or run["ratio_to_ideal"] <= 1.15)
     return 0 if ok else 1
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .client import NomadClient
 from .config import Secret, Settings
+from .engine import ItemReport, ItemStatus, Plan, RunOptions, RunReport, run_upload
 from .errors import (
     AlreadyPublishedError,
     ApiError,
@@ -44,12 +46,16 @@ __all__ = [
     "ConfigError",
     "Dataset",
     "Entry",
+    "ItemReport",
+    "ItemStatus",
     "JournalError",
     "LimitError",
     "NomadBulkError",
+    "NomadClient",
     "NotFoundError",
     "OutcomeUnknownError",
     "PackingError",
+    "Plan",
     "ProcessStatus",
     "ProcessingError",
     "ProcessingTimeoutError",
@@ -57,6 +63,8 @@ __all__ = [
     "RawDirectory",
     "RawFile",
     "RequestTimeoutError",
+    "RunOptions",
+    "RunReport",
     "Secret",
     "ServerError",
     "Settings",
@@ -67,4 +75,5 @@ __all__ = [
     "User",
     "ValidationError",
     "__version__",
+    "run_upload",
 ]

@@ -29,6 +29,11 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 import anyio.to_thread
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: runs are not locked against each other
+    fcntl = None  # type: ignore[assignment]
+
 from .config import sanitize_url
 from .errors import JournalError
 
@@ -254,6 +259,25 @@ class Journal:
         #: The file, or ``None`` for an in-memory journal (a dry run without a journal).
         self.path = path
         self._ord = 0
+        self._lock: int | None = None
+
+    def _acquire_lock(self) -> None:
+        # Two runs over one journal would both POST the same groups: one at a time.
+        if self.path is None or fcntl is None:
+            return
+        lock_path = Path(str(self.path) + ".lock")
+        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise JournalError(
+                f"another nomad-bulk run is using the journal {self.path}; wait for it to "
+                "finish (or stop it) and run again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock = fd
 
     # -- opening --------------------------------------------------------------------------
 
@@ -264,11 +288,14 @@ class Journal:
         *,
         identity: RunIdentity | None = None,
         create: bool = True,
+        lock: bool = False,
     ) -> Journal:
         """Open (or create) a journal; with ``identity``, check or record it.
 
-        ``path=None`` opens a journal in memory. Raises :class:`JournalError` if
-        the file is not a journal, or belongs to another root or deployment.
+        ``path=None`` opens a journal in memory. With ``lock``, the journal is
+        held exclusively until :meth:`close` (a run does this; readers do not).
+        Raises :class:`JournalError` if the file is not a journal, belongs to
+        another root or deployment, or is locked by another run.
         """
         if path is None:
             conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
@@ -287,17 +314,19 @@ class Journal:
                 raise JournalError(f"cannot open the journal {path}: {exc}") from exc
         journal = cls(conn, path)
         try:
+            if lock:
+                journal._acquire_lock()
             journal._setup()
             if identity is not None:
                 journal._check_identity(identity)
         except sqlite3.DatabaseError as exc:
-            conn.close()
+            journal.close()
             raise JournalError(
                 f"{path} is not a usable nomad-bulk journal ({exc}); "
                 "pass another --journal path or move the file away"
             ) from exc
         except JournalError:
-            conn.close()
+            journal.close()
             raise
         return journal
 
@@ -369,11 +398,14 @@ class Journal:
         return value
 
     def close(self) -> None:
-        """Close the connection (pending changes are rolled back)."""
+        """Close the connection (pending changes are rolled back) and release the lock."""
         with contextlib.suppress(sqlite3.Error):
             if self._conn.in_transaction:
                 self._conn.rollback()
         self._conn.close()
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor releases the flock
+            self._lock = None
 
     # -- low level ------------------------------------------------------------------------
 
@@ -520,6 +552,14 @@ class Journal:
                 return
             yield from batch
             last = batch[-1].seq
+
+    def discarded_groups(self) -> list[GroupRecord]:
+        """Groups whose upload failed on the server (to delete and plan again)."""
+        rows = self._conn.execute(
+            f"SELECT {_GROUP_COLUMNS} FROM groups WHERE failed = 1 AND discard = 1 "  # noqa: S608
+            "ORDER BY seq"
+        ).fetchall()
+        return [_group(row) for row in rows]
 
     def group_items(self, seq: int) -> list[ItemRecord]:
         """The calculations of one group, in discovery order."""

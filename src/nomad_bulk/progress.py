@@ -8,6 +8,7 @@ only count and render.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -42,9 +43,19 @@ _ACTIVE = (
 )
 
 
+def _in_kernel() -> bool:
+    """True inside a Jupyter (IPython) kernel."""
+    shell = sys.modules.get("IPython")
+    if shell is None or "ipykernel" not in sys.modules:
+        return False
+    get = getattr(shell, "get_ipython", None)
+    instance = get() if callable(get) else None
+    return instance is not None and hasattr(instance, "kernel")
+
+
 def _tqdm() -> Any:
     # Imported when a bar is drawn, so that importing this module stays cheap.
-    from tqdm.auto import tqdm  # type: ignore[import-untyped]  # no stubs in the dev deps
+    from tqdm.auto import tqdm
 
     return tqdm
 
@@ -125,7 +136,8 @@ class TqdmProgress:
 
     def __init__(self, *, disable: bool | None = None, leave: bool = True) -> None:
         self.state = ProgressState()
-        self._disable = disable
+        # A Jupyter kernel's stderr is no TTY, yet a person is watching: draw there too.
+        self._disable = False if disable is None and _in_kernel() else disable
         self._leave = leave
         self._bytes: Any = None
         self._items: Any = None
@@ -152,8 +164,9 @@ class TqdmProgress:
         )
 
     def _write(self, text: str) -> None:
-        if self._disable is not True:
-            _tqdm().write(text)
+        # Only next to visible bars; without them the caller's logs carry the news.
+        if self._items is not None and not self._items.disable:
+            _tqdm().write(text, file=sys.stderr)
 
     def __call__(self, event: Event) -> None:
         """Update the bars from one event."""
@@ -246,8 +259,11 @@ class LogProgress:
             )
             return
         if isinstance(event, RunFinished):
-            log.log(self.level, "finished: %s", self.state.line())
+            if not event.report.dry_run:
+                log.log(self.level, "finished: %s", self.state.line())
             return
+        if not self.state.items_total:
+            return  # nothing planned yet (or nothing to do): no routine line
         now = self._clock()
         if now - self._last >= self.interval:
             self._last = now

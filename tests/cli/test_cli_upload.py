@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import zipfile
 from pathlib import Path
@@ -144,8 +145,8 @@ def test_password_is_never_a_flag(capsys: pytest.CaptureFixture[str]) -> None:
 def test_help_names_the_environment_variables() -> None:
     """Each connection flag's help names its environment variable."""
     parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    text = sub.choices["upload"].format_help()  # type: ignore[union-attr]
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    text = sub.choices["upload"].format_help()
     for name in ("NOMAD_URL", "NOMAD_USERNAME", "NOMAD_PASSWORD", "NOMAD_TOKEN"):
         assert name in text
 

@@ -108,3 +108,31 @@ def test_tls_is_verified_and_a_ca_bundle_is_used(tmp_path: Path) -> None:
     assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
     insecure = NomadClient(Settings(url="https://nomad.example.org/api/v1", verify_tls=False))
     assert insecure._http._ssl is False
+
+
+async def test_hooks_apply_only_inside_their_block() -> None:
+    """Gates and observers added with hooks() see the block's requests and no others."""
+    from client_helpers import connect as _connect
+    from client_helpers import serve as _serve
+
+    construction: list[int | None] = []
+    gated: list[int] = []
+    seen: list[int | None] = []
+
+    async def gate() -> None:
+        gated.append(1)
+
+    async with (
+        _serve() as srv,
+        _connect(srv, on_response=lambda info: construction.append(info.status)) as nomad,
+    ):
+        await nomad.me()
+        with nomad.hooks(request_gate=gate, on_response=lambda i: seen.append(i.status)):
+            await nomad.info(refresh=True)
+            await nomad.get_user("68878af7-6845-46c0-b2c1-250d4d8eb470")
+        inside = (len(gated), len(seen))
+        await nomad.info(refresh=True)
+    assert inside == (2, 2)
+    assert (len(gated), len(seen)) == (2, 2)
+    assert seen == [200, 200]
+    assert len(construction) >= 4

@@ -21,7 +21,6 @@ from nomad_bulk.engine import (
     PlanReady,
     RunFinished,
     RunOptions,
-    RunReport,
     Stage,
     StageChanged,
     run_upload,
@@ -272,7 +271,7 @@ async def test_unknown_coauthor_stops_before_the_first_byte(
     make_samples(tmp_path, 2)
     async with running_server() as srv:
         options = fast(coauthors=("nobody@example.org",))
-        with pytest.raises(ConfigError, match="nobody@example.org"):
+        with pytest.raises(ConfigError, match=r"nobody@example\.org"):
             await run_upload(tmp_path, settings=login(srv), options=options)
         assert srv.state.uploads() == []
 
@@ -437,7 +436,3 @@ async def test_survives_server_pressure(tmp_path: Path, fast: Fast, login: Login
         assert srv.state.fault_counts.get("error", 0) == 6
     assert report.ok
     assert any(type(e).__name__ == "Throttled" for e in events)
-
-
-def _counts(report: RunReport) -> dict[str, int]:
-    return {k: v for k, v in report.counts.items() if v}

@@ -12,10 +12,17 @@ from nomad_bulk.errors import JournalError
 from nomad_bulk.journal import AsyncJournal, Journal, RunIdentity, default_journal_path
 
 
-def identity(root: str = "/data/run", url: str = "http://127.0.0.1:1/api/v1", **kw) -> RunIdentity:
-    values = {"per_upload": False, "max_upload_size": 10, "max_per_upload": None, "pattern": None}
-    values.update(kw)
-    return RunIdentity(root=root, url=url, **values)
+def identity(
+    root: str = "/data/run", url: str = "http://127.0.0.1:1/api/v1", *, per_upload: bool = False
+) -> RunIdentity:
+    return RunIdentity(
+        root=root,
+        url=url,
+        per_upload=per_upload,
+        max_upload_size=10,
+        max_per_upload=None,
+        pattern=None,
+    )
 
 
 def add_group(journal: Journal, key: str = "g1", items: tuple[str, ...] = ("a", "b")) -> int:
@@ -182,3 +189,15 @@ def test_secrets_are_not_stored(tmp_path: Path) -> None:
     info = journal.info()
     journal.close()
     assert set(info) == {"schema", "run_id", "root", "url", "grouping", "created"}
+
+
+def test_one_run_at_a_time(tmp_path: Path) -> None:
+    """A second run cannot lock a journal that a run holds; it can after the first closes."""
+    path = tmp_path / "j.sqlite"
+    first = Journal.open(path, identity=identity(), lock=True)
+    with pytest.raises(JournalError, match="another nomad-bulk run"):
+        Journal.open(path, identity=identity(), lock=True)
+    reader = Journal.open(path, create=False)  # `status` reads without the lock
+    reader.close()
+    first.close()
+    Journal.open(path, identity=identity(), lock=True).close()

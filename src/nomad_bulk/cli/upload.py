@@ -420,7 +420,7 @@ def run(args: argparse.Namespace) -> int:
         args.root,
         settings=settings,
         options=options,
-        observers=progress_observers(args.no_progress),
+        observers=progress_observers(args.no_progress or options.dry_run),
         journal_path=journal,
         manifest_path=manifest,
         confirm=confirm,

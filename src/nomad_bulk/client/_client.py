@@ -7,7 +7,16 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -171,6 +180,31 @@ class NomadClient:
             f"NomadClient(url={sanitize_url(self.settings.url)!r}, user={user!r}, "
             f"state={self._state.name})"
         )
+
+    @contextmanager
+    def hooks(
+        self,
+        *,
+        request_gate: Callable[[], Awaitable[None]] | None = None,
+        on_response: Callable[[ResponseInfo], None] | None = None,
+    ) -> Iterator[None]:
+        """Add a request gate and a response observer for the duration of a block.
+
+        They apply on top of those given at construction, so that a bulk run can
+        put its rate limit and adaptive throttling on a client it was handed.
+        """
+        http = self._http
+        if request_gate is not None:
+            http.gates.append(request_gate)
+        if on_response is not None:
+            http.observers.append(on_response)
+        try:
+            yield
+        finally:
+            if request_gate is not None:
+                http.gates.remove(request_gate)
+            if on_response is not None:
+                http.observers.remove(on_response)
 
     # -- life cycle ------------------------------------------------------------------------
 

@@ -61,6 +61,8 @@ Reader = Callable[[aiohttp.ClientResponse], Awaitable[T]]
 #: Error bodies are read up to this size; the rest is not needed for a message.
 MAX_ERROR_BODY = 64 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+#: Re-logins one request may ask for after 401s (see :meth:`Http.send`).
+_MAX_RELOGINS = 3
 _MAX_REDIRECTS = 5
 
 
@@ -198,8 +200,9 @@ class Http:
         self.settings = settings
         self.retry = retry
         self.stats = ClientStats()
-        self._gate = request_gate
-        self._on_response = on_response
+        # Lists, so that a run can add its own gate and observer to a client it was given.
+        self.gates: list[Callable[[], Awaitable[None]]] = [request_gate] if request_gate else []
+        self.observers: list[Callable[[ResponseInfo], None]] = [on_response] if on_response else []
         self._base = settings.url
         self._base_safe = sanitize_url(settings.url)
         self._ssl = _ssl_context(settings)
@@ -299,13 +302,12 @@ class Http:
     # -- the funnel ------------------------------------------------------------------------
 
     def _report(self, info: ResponseInfo) -> None:
-        if self._on_response is None:
-            return
-        try:
-            self._on_response(info)
-        except Exception:
-            # An observer must never break a request.
-            logger.exception("on_response observer failed")
+        for observer in self.observers:
+            try:
+                observer(info)
+            except Exception:
+                # An observer must never break a request.
+                logger.exception("on_response observer failed")
 
     async def send(
         self,
@@ -338,12 +340,16 @@ class Http:
         safe_url = self._base_safe + path
         started = time.monotonic()
         tries = 0  # attempts that count toward the retry policy
-        relogged = False
+        # The token this request logged in for itself; if NOMAD refuses even that one,
+        # the credentials are refused. A token another request renewed may have aged
+        # past an early expiry while this one waited (rate gate): renew again then.
+        own_login: Token | None = None
+        relogins = 0
         hops = 0
         while True:
             tries += 1
-            if self._gate is not None:
-                await self._gate()
+            for gate in self.gates:
+                await gate()
             token = await self.auth.current() if use_auth else None
             request_headers: dict[str, str] = dict(headers) if headers else {}
             if token is not None:
@@ -392,7 +398,7 @@ class Http:
                                 server_message=parsed.message,
                             )
                         else:
-                            if self._on_response is not None:
+                            if self.observers:
                                 self._report(
                                     ResponseInfo(
                                         method, safe_url, status, time.perf_counter() - t0, tries
@@ -435,12 +441,17 @@ class Http:
                             isinstance(error, AuthError)
                             and status in (401, 500)
                             and use_auth
-                            and not relogged
+                            and token is not None
+                            and token is not own_login
+                            and relogins < _MAX_RELOGINS
                             and is_credential_problem(parsed.message)
                         ):
+                            logins = self.auth.logins
                             fresh = await self.auth.after_unauthorized(token)
                             if fresh is not None:
-                                relogged = True
+                                relogins += 1
+                                if self.auth.logins > logins:
+                                    own_login = fresh
                                 tries -= 1
                                 self.stats.relogins += 1
                                 self._report(

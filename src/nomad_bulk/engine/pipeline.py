@@ -267,6 +267,7 @@ class Pipeline:
         slot = _Slot(self.slots, _Hold.EXTERNAL if record.has_upload else _Hold.NONE)
         stage = record.stage
         upload_id = record.upload_id
+        posted = False  # POSTed in this run: its processing time is worth learning from
         try:
             if record.failed:
                 await self.journal.durable(jr.clear_failure, record.seq)
@@ -281,14 +282,15 @@ class Pipeline:
                 if self.slots.exhausted:
                     raise _Deferred
                 upload_id = await self._pack_and_post(job, slot)
+                posted = True
                 stage = "uploaded"
             if upload_id is None:  # pragma: no cover - the journal never stores this
                 raise JournalError(f"the journal lost the upload id of group {record.key}")
             if stage == "uploaded":
-                fresh = record.stage in ("planned", "posting")
-                self._stage(job, Stage.PROCESSING, upload_id)
+                if not posted:
+                    self._stage(job, Stage.PROCESSING, upload_id)
                 upload = await self._wait(
-                    upload_id, "process", job, Stage.PROCESSING, observe=fresh
+                    upload_id, "process", job, Stage.PROCESSING, observe=posted
                 )
                 entry_ids = await self._verify(job, upload_id, upload)
                 await self.journal.durable(jr.set_verified, record.seq, entry_ids)
@@ -520,13 +522,16 @@ class Pipeline:
 
         async with self.transfers:
             self._stage(job, Stage.UPLOADING)
-            return await self.client.create_upload(
+            upload = await self.client.create_upload(
                 packed.path,
                 file_name=packed.file_name,
                 upload_name=record.upload_name,
                 embargo_length=self.options.embargo,
                 on_progress=progress,
             )
+            # Still inside the transfer limit: observers see transfers end in order.
+            self._stage(job, Stage.PROCESSING, upload.upload_id)
+        return upload
 
     async def _wait(
         self,
@@ -692,16 +697,18 @@ class Pipeline:
     async def _resume_publish(self, job: GroupJob, upload_id: str, slot: _Slot) -> None:
         upload = await self.client.get_upload(upload_id)
         if upload.published or upload.process_running:
-            await self._finish_publish(job, upload_id, slot, upload)
+            await self._finish_publish(job, upload_id, slot, upload, observe=False)
         else:
             # The publish request of an earlier run may never have arrived.
             await self._publish(job, upload_id, slot)
 
     async def _finish_publish(
-        self, job: GroupJob, upload_id: str, slot: _Slot, upload: Upload
+        self, job: GroupJob, upload_id: str, slot: _Slot, upload: Upload, *, observe: bool = True
     ) -> None:
         if not upload.published:
-            upload = await self._wait(upload_id, "publish", job, Stage.PUBLISHING, initial=upload)
+            upload = await self._wait(
+                upload_id, "publish", job, Stage.PUBLISHING, initial=upload, observe=observe
+            )
         if not upload.published:
             raise _GroupFailure(
                 Stage.PUBLISHING,

@@ -162,10 +162,13 @@ async def run_upload(
     deployment resumes. The manifest (default ``PIDs.json`` next to the journal)
     is rewritten at the end, also after an interruption.
 
-    ``client`` is used as it is (its own ``request_gate`` applies); otherwise a
-    client is made from ``settings`` (default: the environment) with this run's
-    request-rate limit and adaptive throttling. ``confirm`` is awaited with the
-    plan before anything is sent; returning False cancels the run.
+    ``client`` gets this run's request-rate limit and adaptive throttling for
+    the duration of the run, on top of its own hooks; otherwise a client is made
+    from ``settings`` with them. Without ``settings`` the environment (``NOMAD_URL``,
+    ``NOMAD_USERNAME``, ``NOMAD_PASSWORD``, ``NOMAD_TOKEN``) is read, but no
+    ``.env`` file: pass ``settings=Settings.from_env()`` to read one.
+    ``confirm`` is awaited with the plan before anything is sent; returning
+    False cancels the run.
 
     Item failures are reported in the returned :class:`RunReport`. Run-level
     problems raise one exception: :class:`~nomad_bulk.errors.ConfigError`,
@@ -198,7 +201,8 @@ async def run_upload(
     )
     try:
         if client is not None:
-            return await run.execute(client, client.settings)
+            with client.hooks(request_gate=rate, on_response=controller.on_response):
+                return await run.execute(client, client.settings)
         cfg = settings if settings is not None else Settings.from_env(dotenv=False)
         if opts.dry_run and not cfg.has_credentials:
             return await run.execute(None, cfg)
@@ -261,7 +265,9 @@ class _Run:
         self.journal_existed = await anyio.to_thread.run_sync(self.journal_path.exists)
         in_memory = opts.dry_run and not self.journal_existed
         journal = await anyio.to_thread.run_sync(
-            lambda: Journal.open(None if in_memory else self.journal_path, identity=identity)
+            lambda: Journal.open(
+                None if in_memory else self.journal_path, identity=identity, lock=True
+            )
         )
         aj = AsyncJournal(journal)
         try:
@@ -306,10 +312,7 @@ class _Run:
     async def _retire_failed(self, client: NomadClient, aj: AsyncJournal) -> None:
         """Delete uploads that failed on the server in earlier runs, so they can be retried."""
         journal = aj.journal
-        retire = [
-            g for g in await aj.call(lambda: list(journal.iter_groups())) if g.failed and g.discard
-        ]
-        for record in retire:
+        for record in await aj.call(journal.discarded_groups):
             if record.has_upload and record.upload_id:
                 try:
                     await client.delete_upload(

@@ -19,6 +19,7 @@ import traceback
 import zipfile
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import unquote, urlencode
@@ -1978,11 +1979,32 @@ async def _drop_connection(request: web.Request, rule: FaultRule | None) -> web.
     raise asyncio.CancelledError
 
 
+def _nginx_page(status: int) -> str:
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    title = f"{status} {phrase}"
+    return (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n"
+        "</body>\r\n</html>\r\n"
+    )
+
+
 def _fault_response(rule: FaultRule) -> web.Response:
     headers = {}
     if rule.retry_after is not None:
         value = float(rule.retry_after)
         headers["Retry-After"] = str(int(value)) if value.is_integer() else str(value)
+    if rule.body == "html":
+        # A reverse proxy's own page (nginx), as NOMAD's ingress answers 502/503/504.
+        return web.Response(
+            text=_nginx_page(rule.status),
+            status=rule.status,
+            content_type="text/html",
+            headers=headers,
+        )
     body = json.dumps({"detail": f"Injected fault: HTTP {rule.status}"})
     return web.Response(
         text=body, status=rule.status, content_type="application/json", headers=headers

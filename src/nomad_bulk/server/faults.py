@@ -15,6 +15,11 @@ Request faults (``FaultRule.kind``):
   connection without an answer (a connection dropped mid-body); nothing happens.
 - ``"drop_after"``: run the handler, then close the connection without an answer.
 
+``body="html"`` makes an ``error``/``after`` answer an nginx-style HTML page
+(``Content-Type: text/html``) instead of NOMAD's JSON, as a reverse proxy in
+front of NOMAD answers 502/503/504; with ``body="html"`` the status may also be
+a 2xx (a captive portal or a web page where the API was expected).
+
 Routes are the server's route templates without the API prefix, e.g.
 ``"/uploads/{upload_id}"``; ``method`` and ``route`` accept ``fnmatch`` patterns.
 """
@@ -30,10 +35,12 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FAULT_KINDS", "FaultInjector", "FaultPlan", "FaultRule"]
+__all__ = ["FAULT_BODIES", "FAULT_KINDS", "FaultInjector", "FaultPlan", "FaultRule"]
 
 #: The request fault kinds a rule can have.
 FAULT_KINDS = ("error", "after", "drop", "drop_after")
+#: What an ``error``/``after`` answer carries: NOMAD's JSON or a proxy's HTML page.
+FAULT_BODIES = ("json", "html")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,6 +50,7 @@ class FaultRule:
     ``share`` is the probability per matching request; ``skip`` lets the first
     matching requests pass; ``times`` caps how many faults the rule injects
     (``None``: no cap). ``skip=k, times=n, share=1`` is a burst of ``n``.
+    ``body`` is ``"json"`` (NOMAD's ``{"detail": ...}``) or ``"html"`` (a proxy page).
     """
 
     kind: str = "error"
@@ -54,14 +62,20 @@ class FaultRule:
     skip: int = 0
     retry_after: float | None = None
     drop_after_bytes: int = 0
+    body: str = "json"
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"fault kind must be one of {FAULT_KINDS}, not {self.kind!r}")
+        if self.body not in FAULT_BODIES:
+            raise ValueError(f"fault body must be one of {FAULT_BODIES}, not {self.body!r}")
         if not 0.0 <= self.share <= 1.0:
             raise ValueError("share must be between 0 and 1")
-        if self.kind in ("error", "after") and not 400 <= self.status <= 599:
-            raise ValueError("status must be an error status (400-599)")
+        lowest = 200 if self.body == "html" else 400
+        if self.kind in ("error", "after") and not lowest <= self.status <= 599:
+            raise ValueError(
+                "status must be an error status (400-599), or 200-599 with body='html'"
+            )
 
     def matches(self, method: str, route: str) -> bool:
         """Whether a request with this method and route template is affected."""

@@ -99,6 +99,10 @@ def add_files(staging: Path, names: list[str], raw_dir: Path) -> None:
     raw_dir.mkdir(parents=True, exist_ok=True)
     for name in names:
         src = staging / name
+        if not src.exists():
+            # Added by a run that a restart interrupted after this thread had finished
+            # (the worker's cancellation waits for the thread): the files are in place.
+            continue
         fmt = compression_format(src, name)
         if fmt == "error":
             raise BadArchiveError(

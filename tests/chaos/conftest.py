@@ -1,0 +1,54 @@
+"""Fixtures of the chaos tests: fast engine options, credentials, a server in a thread.
+
+The thread server comes from the CLI tests (``tests/cli/conftest.py``): the CLI and the
+engine subprocesses need a server whose event loop is not the test's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from cli.conftest import ThreadServer, nomad_env, thread_server
+from nomad_bulk.config import Settings
+from nomad_bulk.engine import PollPolicy, RunOptions
+from nomad_bulk.server import LocalServer
+
+__all__ = ["FAST_POLL", "ThreadServer", "fast", "login", "nomad_env", "thread_server"]
+
+#: Polling for a server that processes in milliseconds.
+FAST_POLL = PollPolicy(initial=0.005, max_wait=0.05, min_step=0.002, jitter=0.002)
+
+
+@pytest.fixture
+def fast() -> Callable[..., RunOptions]:
+    """RunOptions with tiny poll delays and no configured rate limit; keywords override."""
+
+    def make(**kw: Any) -> RunOptions:
+        values: dict[str, Any] = {
+            "poll": FAST_POLL,
+            "requests_per_second": None,
+            "processing_timeout": 30.0,
+        }
+        values.update(kw)
+        return RunOptions(**values)
+
+    return make
+
+
+@pytest.fixture
+def login() -> Callable[..., Settings]:
+    """Settings for a user of a running local server, with short client retry waits."""
+
+    def make(server: LocalServer | ThreadServer, user: str = "test1", **kw: Any) -> Settings:
+        values: dict[str, Any] = {
+            "retry_initial_wait": 0.01,
+            "retry_max_wait": 0.1,
+            "retry_max_time": 30.0,
+        }
+        values.update(kw)
+        return Settings(url=server.url, username=user, password="password", **values)
+
+    return make
