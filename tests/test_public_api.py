@@ -1,4 +1,4 @@
-"""The public surface of nomad-bulk is deliberate: pinned names, docstrings, no import side effects."""
+"""The public surface is deliberate: pinned names, docstrings, no import side effects."""
 
 from __future__ import annotations
 
