@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,21 @@ from .helpers import AIMS, Api, make_zip
 
 pytestmark = pytest.mark.anyio
 
-CONTRACT = Path("/work/shared/contract")
+
+def _contract_dir() -> Path:
+    """NOMAD's OpenAPI schemas: NOMAD_BULK_CONTRACT_DIR, else the shared/ folder beside the repo."""
+    given = os.environ.get("NOMAD_BULK_CONTRACT_DIR")
+    repo = Path(__file__).resolve().parents[2]
+    for candidate in (given, repo.parent / "shared" / "contract", "/work/shared/contract"):
+        if candidate and Path(candidate, "nomad-openapi-v1.json").is_file():
+            return Path(candidate)
+    raise FileNotFoundError(
+        "NOMAD's OpenAPI schemas were not found: set NOMAD_BULK_CONTRACT_DIR to the folder "
+        "holding nomad-openapi-v1.json and nomad-openapi-v1-1.3.14.json"
+    )
+
+
+CONTRACT = _contract_dir()
 SCHEMA_FILES = {"1.3": "nomad-openapi-v1-1.3.14.json", "2.0": "nomad-openapi-v1.json"}
 
 
