@@ -114,11 +114,9 @@ async def test_entry_endpoints(api: Api) -> None:
         assert 'filename="raw_files.zip"' in resp.headers["Content-Disposition"]
         archive = zipfile.ZipFile(io.BytesIO(await resp.read()))
     upload_id = data["upload_id"]
-    assert sorted(archive.namelist()) == [
-        f"{upload_id}/a/aims.out",
-        f"{upload_id}/a/control.in",
-        "manifest.json",
-    ]
+    assert sorted(archive.namelist()) == sorted(
+        [f"{upload_id}/a/aims.out", f"{upload_id}/a/control.in", "manifest.json"]
+    )
     assert json.loads(archive.read("manifest.json"))[0]["entry_id"] == entry_id
     status, arch = await api.call("GET", f"/entries/{entry_id}/archive")
     assert status == 200 and arch["data"]["archive"]["metadata"]["entry_id"] == entry_id
