@@ -23,7 +23,7 @@ peak RSS under 300 MiB; growth linear: the ratio 100k/20k of time and of memory
 above the interpreter's baseline should be about 5.
 
     .venv/bin/python benchmarks/scale.py            # 20,000 and 100,000 (a few minutes)
-    .venv/bin/python benchmarks/scale.py --quick    # 1,000 and 5,000 (CI smoke)
+    .venv/bin/python benchmarks/scale.py --quick    # 200 and 1,000 (CI smoke)
 
 Writes ``benchmarks/results/scale.json`` (``scale-quick.json`` with ``--quick``).
 """
@@ -166,10 +166,10 @@ def step_manifest(root: Path, journal_path: Path, manifest_path: Path) -> dict[s
             break
         for group in batch:
             last = group.seq
-            items = journal.group_items(group.seq)
+            records = journal.group_items(group.seq)
             digest = hashlib.sha256(group.key.encode()).hexdigest()
             upload_id = digest[:22]
-            mainfiles = {i.key: tuple(i.calc.get("mainfiles") or ()) for i in items}
+            mainfiles = {i.key: tuple(i.calc.get("mainfiles") or ()) for i in records}
             journal.set_intent(
                 group.seq,
                 file_name=f"{group.key}.zip",
@@ -178,7 +178,7 @@ def step_manifest(root: Path, journal_path: Path, manifest_path: Path) -> dict[s
                 mainfiles=mainfiles,
             )
             journal.set_uploaded(group.seq, upload_id)
-            journal.set_verified(group.seq, {i.key: (digest[22:50],) for i in items})
+            journal.set_verified(group.seq, {i.key: (digest[22:50],) for i in records})
             journal.set_described(group.seq, metadata.digest)
             journal.set_publishing(group.seq)
             journal.set_published(group.seq)
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--child"]:
         return _child(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1,000 and 5,000 folders (CI)")
+    parser.add_argument("--quick", action="store_true", help="200 and 1,000 folders (CI)")
     parser.add_argument("--sizes", type=int, nargs="+", help="folder counts (default 20000 100000)")
     parser.add_argument(
         "--data-dir",
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output", type=Path, help="JSON path")
     args = parser.parse_args(argv)
-    sizes = args.sizes or ([1_000, 5_000] if args.quick else [TARGET_SIZE, 100_000])
+    sizes = args.sizes or ([200, 1_000] if args.quick else [TARGET_SIZE, 100_000])
     data_dir = args.data_dir
     if data_dir is None and Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK):
         data_dir = Path("/dev/shm")

@@ -3,7 +3,8 @@
 Starts ``nomad-bulk serve`` in a subprocess (so its memory can be measured with
 psutil), then runs 1,000 concurrent ``GET /uploads/{id}`` polls and 50 concurrent
 100 MB raw-body uploads. Prints summary lines and writes
-``benchmarks/results/server_load.json``. ``--quick`` uses small sizes.
+``benchmarks/results/server_load.json``. ``--quick`` uses small sizes (and writes
+``server_load-quick.json``).
 
     .venv/bin/python benchmarks/server_load.py [--quick]
 """
@@ -208,9 +209,10 @@ def main() -> None:
         f"after polls={figures['rss_after_polls_mb']} MB, after={figures['rss_after_mb']} MB, "
         f"peak={figures['rss_peak_mb']} MB"
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
-    print(f"written {RESULTS}")
+    out = RESULTS.with_name("server_load-quick.json") if args.quick else RESULTS
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    print(f"written {out}")
 
 
 if __name__ == "__main__":
