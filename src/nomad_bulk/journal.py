@@ -46,6 +46,7 @@ __all__ = [
     "Journal",
     "RunIdentity",
     "default_journal_path",
+    "private_dirs",
 ]
 
 #: The journal's directory inside the root (NOMAD ignores names starting with a dot).
@@ -237,10 +238,51 @@ def _item(row: Sequence[Any]) -> ItemRecord:
 _ITEM_COLUMNS = "key, group_seq, size, calc, skip, failed, upload_mainfiles, entry_ids, message"
 
 
+def _storage_problem(exc: sqlite3.Error) -> bool:
+    """True if SQLite could not read or write its files (disk full, quota, I/O)."""
+    name = str(getattr(exc, "sqlite_errorname", "") or "")  # Python >= 3.11
+    text = str(exc).lower()
+    return (
+        name == "SQLITE_FULL"
+        or name.startswith("SQLITE_IOERR")
+        or "disk i/o error" in text
+        or "disk is full" in text
+    )
+
+
+def _journal_failure(path: Path | None, exc: sqlite3.Error) -> JournalError:
+    """The :class:`JournalError` for a failed journal read or write, saying what to do."""
+    where = path if path is not None else "in memory"
+    if _storage_problem(exc):
+        return JournalError(
+            f"cannot write the journal {where} ({exc}): the disk is full, a quota or file "
+            "size limit was reached, or the file system failed. Free space and run the same "
+            "command again; what the journal recorded so far is kept, so the run resumes"
+        )
+    return JournalError(f"the journal {where} failed ({exc}); run the same command again")
+
+
+def private_dirs(path: Path) -> None:
+    """Create ``path`` and any missing parents as owner-only (0700) folders.
+
+    Folders that exist already are left as they are; ``mkdir(parents=True)``
+    would give the parents it makes the umask's default (often world-readable).
+    """
+    missing: list[Path] = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=0o700)
+            folder.chmod(0o700)
+
+
 def _private_dir(path: Path) -> None:
-    if not path.exists():
-        path.mkdir(parents=True, mode=0o700)
-        path.chmod(0o700)
+    private_dirs(path)
 
 
 def _private_file(path: Path) -> None:
@@ -321,6 +363,8 @@ class Journal:
                 journal._check_identity(identity)
         except sqlite3.DatabaseError as exc:
             journal.close()
+            if _storage_problem(exc):
+                raise _journal_failure(path, exc) from exc
             raise JournalError(
                 f"{path} is not a usable nomad-bulk journal ({exc}); "
                 "pass another --journal path or move the file away"
@@ -372,12 +416,24 @@ class Journal:
                 "run from the same root, or pass --journal with a new path for a new run"
             )
         url = self.get_meta("url")
+        if url != identity.url and not self._reached_a_server():
+            # Nothing was ever sent (a mistyped URL failed at pre-flight, say): the
+            # journal holds no upload of that deployment, so it may serve this one.
+            self.set_meta("url", identity.url)
+            return
         if url != identity.url:
             raise JournalError(
                 f"the journal {self.path} belongs to the deployment {sanitize_url(url or '')}, "
                 f"not {sanitize_url(identity.url)}; pass --journal with a new path to upload "
                 "the same folders to another deployment"
             )
+
+    def _reached_a_server(self) -> bool:
+        """True if any upload of this journal may exist on its deployment."""
+        row = self._conn.execute(
+            "SELECT 1 FROM groups WHERE stage != 'planned' OR upload_id IS NOT NULL LIMIT 1"
+        ).fetchone()
+        return row is not None or self.get_meta("dataset_id") is not None
 
     def grouping_changed(self, identity: RunIdentity) -> bool:
         """True if ``identity``'s grouping options differ from the recorded ones."""
@@ -714,7 +770,11 @@ class AsyncJournal:
         """Run ``fn(*args, **kwargs)`` on the journal's connection in a worker thread."""
 
         def run() -> _T:
-            return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            except sqlite3.Error as exc:
+                # Item-level code never sees sqlite: a failing journal stops the run.
+                raise _journal_failure(self.journal.path, exc) from exc
 
         async with self._limiter:
             return await anyio.to_thread.run_sync(run)

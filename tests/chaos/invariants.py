@@ -141,8 +141,8 @@ def audit(
         elif status == "failed":
             if not item.get("message"):
                 found.mismatches.append(f"{key}: failed without a message")
-            upload = mine.get(upload_id or "")
-            if upload is not None and upload.published:
+            kept = mine.get(upload_id or "")
+            if kept is not None and kept.published:
                 found.wrongly_published.append(f"{key}: failed but published ({upload_id})")
         elif status == "skipped":
             if upload_id:

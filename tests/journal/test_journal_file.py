@@ -63,9 +63,12 @@ def test_refuses_another_root(tmp_path: Path) -> None:
 
 
 def test_refuses_another_deployment(tmp_path: Path) -> None:
-    """Reusing a journal against another NOMAD raises JournalError."""
+    """Reusing a journal that sent uploads against another NOMAD raises JournalError."""
     path = tmp_path / "j.sqlite"
-    Journal.open(path, identity=identity(url="http://127.0.0.1:1/api/v1")).close()
+    journal = Journal.open(path, identity=identity(url="http://127.0.0.1:1/api/v1"))
+    seq = add_group(journal)
+    journal.set_uploaded(seq, "upload-1")
+    journal.close()
     with pytest.raises(JournalError, match="deployment"):
         Journal.open(path, identity=identity(url="https://nomad-lab.eu/prod/v1/api/v1"))
 

@@ -266,7 +266,13 @@ def classify(
             return cls(f"{where} was refused ({status}){said_part}{suffix}", **common)
 
     if status in (401, 403):
-        if logged_in:
+        if logged_in and status == 401 and said and is_credential_problem(said):
+            hint = (
+                "NOMAD refused the token (expired, revoked or from another deployment): "
+                "get a new one (NOMAD_TOKEN, --token-file), or log in with NOMAD_USERNAME "
+                "and NOMAD_PASSWORD"
+            )
+        elif logged_in:
             hint = "the account may lack access to this resource, or the credentials were refused"
         else:
             hint = "set NOMAD_USERNAME and NOMAD_PASSWORD, or NOMAD_TOKEN"

@@ -42,7 +42,16 @@ from ..errors import (
 )
 from ..models import Dataset, Entry, ProcessStatus, RawDirectory, RawFile, Upload, User
 from ._classify import is_page_out_of_range
-from ._http import Attempts, AuthMode, ClientStats, Http, Params, Replay, ResponseInfo
+from ._http import (
+    FIRST_CONTACT,
+    Attempts,
+    AuthMode,
+    ClientStats,
+    Http,
+    Params,
+    Replay,
+    ResponseInfo,
+)
 from ._retry import RetryPolicy, backoff_delay
 from ._stream import CHUNK_SIZE, FileBody, ProgressCallback, partial_path, remove_quietly
 
@@ -166,6 +175,8 @@ class NomadClient:
             self.settings,
             session=session,
             retry=self._retry,
+            # A policy given explicitly is kept as it is, also before the first answer.
+            first_contact=FIRST_CONTACT if retry is None else None,
             request_gate=request_gate,
             on_response=on_response,
             user_agent=_user_agent(self.settings),

@@ -42,6 +42,7 @@ from ._retry import RetryPolicy, parse_retry_after
 from ._stream import FileBody
 
 __all__ = [
+    "FIRST_CONTACT",
     "Attempts",
     "AuthMode",
     "ClientStats",
@@ -61,8 +62,12 @@ Reader = Callable[[aiohttp.ClientResponse], Awaitable[T]]
 #: Error bodies are read up to this size; the rest is not needed for a message.
 MAX_ERROR_BODY = 64 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-#: Re-logins one request may ask for after 401s (see :meth:`Http.send`).
-_MAX_RELOGINS = 3
+#: Retries before NOMAD has answered once (with the policy from Settings): no connection,
+#: or pages that are not NOMAD's JSON, at the very start of a session mean a wrong URL far
+#: more often than an outage beginning just then, so the user hears of it in seconds.
+FIRST_CONTACT = RetryPolicy(
+    max_attempts=3, max_time=5.0, initial_wait=0.5, max_wait=2.0, jitter=0.25, max_retry_after=5.0
+)
 _MAX_REDIRECTS = 5
 
 
@@ -196,9 +201,12 @@ class Http:
         request_gate: Callable[[], Awaitable[None]] | None,
         on_response: Callable[[ResponseInfo], None] | None,
         user_agent: str,
+        first_contact: RetryPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.retry = retry
+        #: Shorter retries until NOMAD has answered once (see ``FIRST_CONTACT``).
+        self.first_contact = first_contact
         self.stats = ClientStats()
         # Lists, so that a run can add its own gate and observer to a client it was given.
         self.gates: list[Callable[[], Awaitable[None]]] = [request_gate] if request_gate else []
@@ -220,6 +228,8 @@ class Http:
         )
         self._session: aiohttp.ClientSession | None = session
         self._rng = random.Random()
+        #: True once NOMAD's own JSON has come back: the URL is right.
+        self.reached = False
         self.auth = TokenManager(settings, login=self._login, mint_app_token=self._mint_app_token)
 
     # -- session ---------------------------------------------------------------------------
@@ -340,11 +350,7 @@ class Http:
         safe_url = self._base_safe + path
         started = time.monotonic()
         tries = 0  # attempts that count toward the retry policy
-        # The token this request logged in for itself; if NOMAD refuses even that one,
-        # the credentials are refused. A token another request renewed may have aged
-        # past an early expiry while this one waited (rate gate): renew again then.
-        own_login: Token | None = None
-        relogins = 0
+        relogged = False
         hops = 0
         while True:
             tries += 1
@@ -362,6 +368,7 @@ class Http:
             error: ApiError
             retry_after: float | None = None
             status: int
+            foreign = False  # no answer, or one that is not NOMAD's JSON
             try:
                 async with (
                     body.open() if body is not None else _NoStream(form) as data,
@@ -387,6 +394,7 @@ class Http:
                         try:
                             result = await reader(response)
                         except _NotJson as bad:
+                            foreign = True
                             parsed = parse_error_body(bad.raw, bad.content_type)
                             error = ServerError(
                                 f"{method} {safe_url} answered {status} with a non-JSON body"
@@ -398,6 +406,7 @@ class Http:
                                 server_message=parsed.message,
                             )
                         else:
+                            self.reached = True
                             if self.observers:
                                 self._report(
                                     ResponseInfo(
@@ -428,6 +437,8 @@ class Http:
                     else:
                         raw = await response.content.read(MAX_ERROR_BODY)
                         parsed = parse_error_body(raw, response.headers.get("Content-Type"))
+                        foreign = not parsed.is_json
+                        self.reached = self.reached or parsed.is_json
                         retry_after = parse_retry_after(response.headers.get("Retry-After"))
                         error = classify(
                             status,
@@ -441,17 +452,12 @@ class Http:
                             isinstance(error, AuthError)
                             and status in (401, 500)
                             and use_auth
-                            and token is not None
-                            and token is not own_login
-                            and relogins < _MAX_RELOGINS
+                            and not relogged
                             and is_credential_problem(parsed.message)
                         ):
-                            logins = self.auth.logins
                             fresh = await self.auth.after_unauthorized(token)
                             if fresh is not None:
-                                relogins += 1
-                                if self.auth.logins > logins:
-                                    own_login = fresh
+                                relogged = True
                                 tries -= 1
                                 self.stats.relogins += 1
                                 self._report(
@@ -487,12 +493,16 @@ class Http:
                     )
                 )
                 failure, cause = self._transport_error(exc, method, safe_url), exc
+                foreign = True
                 unsent_body = body is not None and not body.exhausted
                 if _fatal(exc) or not (replay is Replay.SAFE or not_sent or unsent_body):
                     raise failure from exc
-            delay = self.retry.next_delay(
-                tries, time.monotonic() - started, retry_after=retry_after, rng=self._rng
-            )
+            elapsed = time.monotonic() - started
+            delay = self.retry.next_delay(tries, elapsed, retry_after=retry_after, rng=self._rng)
+            if delay is not None and foreign and not self.reached and self.first_contact:
+                delay = self.first_contact.next_delay(
+                    tries, elapsed, retry_after=retry_after, rng=self._rng
+                )
             if delay is None:
                 raise failure from cause
             self.stats.retries += 1

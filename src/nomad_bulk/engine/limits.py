@@ -9,9 +9,10 @@ Three limits are separate on purpose (NOMAD's own constraints differ in kind):
   before every HTTP attempt (its ``request_gate``).
 
 :class:`AdaptiveController` watches every answer (the client's ``on_response``
-hook) and halves the rate and the transfer concurrency when 429/503/5xx answers
-or transport failures come in a burst, then raises them step by step while the
-server answers well (AIMD, as TCP does).
+hook) and halves the rate and the transfer concurrency when the server asks to
+slow down (429, Retry-After) or when 5xx answers and transport failures come in
+a burst, then raises them step by step while the server answers well (AIMD, as
+TCP does). Isolated failures among good answers are left to the client's retries.
 """
 
 from __future__ import annotations
@@ -230,24 +231,25 @@ class _ResponseLike(Protocol):
     def status(self) -> int | None: ...
 
 
-#: Answers that mean "the server is under pressure" (None = no answer at all).
-_PRESSURE = frozenset({429, 502, 503, 504})
-
-
 class AdaptiveController:
     """AIMD control of the request rate and transfer concurrency from server answers.
 
-    A *burst* is ``burst_size`` pressure answers (429, 5xx, or no answer at all)
-    within ``window`` seconds, or any single 429. On a burst the rate and the
-    transfer concurrency are halved (not more often than once per ``window``).
-    After ``recover_after`` good answers in a row, the rate grows by a tenth of
-    its configured value and one transfer slot comes back, up to the configured
-    values. With an unlimited configured rate, the first burst sets a rate of
-    half the rate observed over the window; full recovery lifts it again.
+    Two signals cut the rate and the transfer concurrency in half (at most once
+    per ``window`` seconds): an explicit request to slow down (a 429, or any
+    answer carrying ``Retry-After``), and a *burst*: ``burst_size`` failures in a
+    row (5xx or no answer at all) with no good answer between them. Isolated
+    failures among good answers are the client's retries' business and do not
+    slow the run: a server that fails one request in five at random is not
+    overloaded, and halving on every such failure would drive the rate to the
+    floor. Every ``recover_after`` good answers (counted since the last change,
+    not necessarily in a row) the rate grows by a tenth of its configured value
+    and one transfer slot comes back, up to the configured values. With an
+    unlimited configured rate, the first cut sets a rate of half the rate
+    observed over the window, growth is by a quarter, and once it reaches four
+    times that rate the limit is lifted again.
     """
 
     __slots__ = (
-        "_bursts",
         "_ceiling",
         "_clock",
         "_good",
@@ -258,6 +260,7 @@ class AdaptiveController:
         "_notify",
         "_rate",
         "_recent",
+        "_run",
         "_transfers",
         "burst_size",
         "recover_after",
@@ -270,7 +273,7 @@ class AdaptiveController:
         transfers: anyio.CapacityLimiter,
         *,
         window: float = 5.0,
-        burst_size: int = 3,
+        burst_size: int = 4,
         recover_after: int = 20,
         min_rate: float = 0.5,
         on_change: Callable[[str, float | None, int], None] | None = None,
@@ -286,8 +289,8 @@ class AdaptiveController:
         self.recover_after = recover_after
         self._notify = on_change
         self._clock = clock
-        self._bursts: deque[float] = deque()
         self._recent: deque[float] = deque()
+        self._run = 0
         self._good = 0
         self._last_cut = -math.inf
         self._ceiling = math.inf
@@ -299,24 +302,25 @@ class AdaptiveController:
         while self._recent and self._recent[0] < now - self.window:
             self._recent.popleft()
         status = info.status
-        if status is None or status in _PRESSURE or status >= 500:
-            self._good = 0
-            self._bursts.append(now)
-            while self._bursts and self._bursts[0] < now - self.window:
-                self._bursts.popleft()
-            if (status == 429 or len(self._bursts) >= self.burst_size) and (
-                now - self._last_cut >= self.window
-            ):
-                self._cut(now, status)
+        # No answer at all, or a 5xx: the server (or a proxy before it) is struggling.
+        failed = status is None or status >= 500
+        asked = status == 429 or getattr(info, "retry_after", None) is not None
+        if not (failed or asked):
+            self._run = 0
+            self._good += 1
+            if self._good >= self.recover_after:
+                self._good = 0
+                self._grow()
             return
-        self._good += 1
-        if self._good >= self.recover_after:
-            self._good = 0
-            self._grow()
+        if failed:
+            self._run += 1
+        if (asked or self._run >= self.burst_size) and now - self._last_cut >= self.window:
+            self._cut(now, status)
 
     def _cut(self, now: float, status: int | None) -> None:
         self._last_cut = now
-        self._bursts.clear()
+        self._run = 0
+        self._good = 0
         current = self._rate.rate
         if current is None:
             # The rate seen recently, over the span actually observed (a run that

@@ -38,6 +38,7 @@ from ..errors import (
     PackingError,
     ProcessingError,
     ProcessingTimeoutError,
+    TooLargeError,
     TransportError,
     UploadLimitError,
     ValidationError,
@@ -48,7 +49,7 @@ from ..packing import PackedUpload, pack_group
 from ._backoff import DurationEstimator, poll_delays
 from .events import BytesSent, EventBus, GroupFailed, Notice, Stage, StageChanged
 from .limits import ByteBudget, SlotsExhaustedError, UploadSlots
-from .options import Metadata, RunOptions
+from .options import Metadata, RunOptions, format_size
 from .plan import group_from_records, is_done, needs_edit
 
 __all__ = ["GroupJob", "Pipeline"]
@@ -496,9 +497,16 @@ class Pipeline:
                     # left): NOMAD created nothing, so the slot is free again.
                     slot.release()
                     await self.journal.durable(jr.reset, record.seq)
+                    advice = ""
+                    if isinstance(exc, TooLargeError):
+                        advice = (
+                            f"; the server takes less than {format_size(packed.size)} in one "
+                            "upload: lower --max-upload-size (and --max-per-upload), or split "
+                            "the folder"
+                        )
                     raise _GroupFailure(
                         Stage.UPLOADING,
-                        f"NOMAD refused the upload: {_server_text(exc)}",
+                        f"NOMAD refused the upload: {_server_text(exc)}{advice}",
                         discard=False,
                     ) from exc
                 await self.journal.durable(jr.set_uploaded, record.seq, upload.upload_id)
@@ -581,10 +589,13 @@ class Pipeline:
         """Check processing and entries; map every calculation to its entry ids."""
         self._stage(job, Stage.VERIFYING, upload_id)
         if upload.process_status is not ProcessStatus.SUCCESS:
+            # NOMAD does not say which calculation broke a packed upload: a re-run
+            # uploads each on its own, so that the culprit cannot hold back the others.
             raise _GroupFailure(
                 Stage.PROCESSING,
                 f"NOMAD could not process the upload: {_upload_problem(upload)}",
                 discard=True,
+                isolate=job.keys if len(job.items) > 1 else (),
             )
         entries = await self.client.get_entries(upload_id)
         by_file = {entry.mainfile: entry for entry in entries if entry.mainfile}

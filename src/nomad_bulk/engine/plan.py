@@ -88,6 +88,8 @@ class Plan:
     dataset_id: str | None = None
     coauthors: tuple[str, ...] = ()
     notices: tuple[str, ...] = field(default_factory=tuple)
+    #: The ``--pattern`` that selected the folders, if any.
+    pattern: str | None = None
 
     @property
     def groups_to_run(self) -> int:

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..journal import GroupRecord, ItemRecord, Journal
+from ..journal import GroupRecord, ItemRecord, Journal, private_dirs
 from .options import Metadata
 from .plan import Plan, is_done
 
@@ -134,6 +134,13 @@ class RunReport:
         counts = self.counts
         shown = ", ".join(f"{n} {name}" for name, n in counts.items() if n)
         lines = [f"{len(self.items)} calculations: {shown or 'nothing to do'}"]
+        if not self.items:
+            where = f" matching --pattern {self.plan.pattern!r}" if self.plan.pattern else ""
+            lines.append(
+                f"No calculation folder found under {self.plan.root}{where}: a calculation "
+                "is a folder holding files (such as aims.out or vasprun.xml) or a ready .zip. "
+                "Check the path" + (" and the pattern." if where else ".")
+            )
         if self.dataset_id:
             lines.append(f"Dataset id: {self.dataset_id}")
         failed = self.failed
@@ -227,9 +234,12 @@ def manifest_data(report: RunReport, *, dataset_name: str | None = None) -> dict
 
 
 def write_manifest(path: Path, data: Mapping[str, Any]) -> Path:
-    """Write the manifest atomically (temporary file, fsync, rename), readable by the owner only."""
+    """Write the manifest atomically (temporary file, fsync, rename), readable by the owner only.
+
+    Folders it has to create are owner-only too (0700).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o600)

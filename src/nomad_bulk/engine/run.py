@@ -25,7 +25,7 @@ from ..errors import (
     ProcessingError,
     TransportError,
 )
-from ..journal import AsyncJournal, Journal, RunIdentity, default_journal_path
+from ..journal import AsyncJournal, Journal, RunIdentity, default_journal_path, private_dirs
 from ._backoff import DurationEstimator
 from .events import EventBus, Notice, Observer, PlanReady, RunFinished, RunStarted, Throttled
 from .limits import AdaptiveController, ByteBudget, RateLimiter, UploadSlots
@@ -135,7 +135,7 @@ def _check_root(root: Path) -> Path:
 
 def _clean_spool(spool_dir: Path) -> None:
     # The spool directory is ours alone: leftovers of a killed run go.
-    spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dirs(spool_dir)
     for leftover in spool_dir.iterdir():
         if leftover.is_file():
             with contextlib.suppress(OSError):
@@ -401,6 +401,7 @@ class _Run:
             dataset_id=pre.dataset_id,
             coauthors=pre.coauthor_names,
             notices=tuple(notices) + self._slot_notices(tally, free, pre),
+            pattern=opts.pattern,
         )
         self.bus.emit(PlanReady(plan))
         if opts.dry_run:
@@ -474,11 +475,25 @@ class _Run:
     def _end_notices(self, pipeline: Pipeline, slots: UploadSlots, plan: Plan) -> tuple[str, ...]:
         if not pipeline.deferred:
             return ()
+        held = (
+            f" You held {plan.held_uploads} unpublished uploads before this run started."
+            if plan.held_uploads
+            else ""
+        )
+        if self.options.publish:
+            advice = (
+                "Publish or delete some of the unpublished uploads you hold (in NOMAD's web "
+                "interface, for instance), then re-run"
+            )
+        else:
+            advice = (
+                "Re-run with --publish (publishing frees each slot), or publish or delete "
+                "uploads you hold"
+            )
         return (
             f"{pipeline.deferred} uploads were not started: no upload slot was left (NOMAD's "
-            f"limit of {self.options.upload_limit} unpublished uploads per user). Re-run with "
-            "--publish (publishing frees each slot), or with --packed and a larger "
-            "--max-per-upload to need fewer uploads, or publish or delete uploads you hold.",
+            f"limit of {self.options.upload_limit} unpublished uploads per user).{held} "
+            f"{advice}; or use --packed with a larger --max-per-upload to need fewer uploads.",
         )
 
     async def _finish(

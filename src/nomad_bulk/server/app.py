@@ -2060,8 +2060,15 @@ async def _error_middleware(
                 response.headers["Allow"] = exc.headers["Allow"]
         else:
             raise
-    except (asyncio.CancelledError, ConnectionResetError):
+    except asyncio.CancelledError:
         raise
+    except ConnectionResetError:
+        # The client went away mid-request (killed, or its network dropped): there is
+        # nobody to answer, and it is no server error worth a traceback. Counted as
+        # nginx's 499 "client closed request".
+        logger.info("client went away during %s %s", request.method, request.path)
+        response = web.Response(status=499, text="Client closed the request.")
+        response.force_close()
     except Exception as exc:
         logger.exception("unexpected error in %s %s", request.method, request.path)
         response = _json(
