@@ -32,6 +32,7 @@ BENCHMARKS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
         ("--quick", "--folders", "10", "--processing-time", "0.1", "--plan-folders", "300"),
     ),
     ("server_load.py", (), ("--quick",)),
+    ("chaos.py", (), ("--quick",)),
 )
 
 

@@ -64,6 +64,12 @@ CASES: list[tuple[str, tuple[str, ...], str, tuple[str, ...]]] = [
         "server_load-quick.json",
         ("polls", "poll_seconds", "upload_throughput_mb_s", "rss_peak_mb"),
     ),
+    (
+        "chaos.py",
+        ("--quick",),
+        "chaos-quick.json",
+        ("fault_free", "chaos", "time_ratio", "crash"),
+    ),
 ]
 
 
@@ -110,7 +116,16 @@ def _check_scale(data: dict[str, Any], stdout: str) -> None:
     assert data["growth"]["linear_ratio"] == 5
 
 
-CHECKS = {"pipeline.py": _check_pipeline, "scale.py": _check_scale}
+def _check_chaos(data: dict[str, Any], stdout: str) -> None:
+    audit = data["chaos"]["audit"]
+    assert data["chaos"]["faults_total"] > 0
+    for key in ("duplicates", "lost", "wrongly_published"):
+        assert audit[key] == 0, (key, audit)
+    assert data["crash"]["duplicates"] == 0 and data["crash"]["all_match"]
+    assert "duplicates = 0" in stdout
+
+
+CHECKS = {"pipeline.py": _check_pipeline, "scale.py": _check_scale, "chaos.py": _check_chaos}
 
 
 @pytest.mark.parametrize(("script", "args", "result", "keys"), CASES, ids=[c[0] for c in CASES])

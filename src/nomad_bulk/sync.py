@@ -446,11 +446,11 @@ class NomadClient:
             max_wait=max_wait,
         )
 
-    def iter_entries(self, upload_id: str, *, page_size: int = 100) -> Iterator[Entry]:
+    def iter_entries(self, upload_id: str, *, page_size: int = 1000) -> Iterator[Entry]:
         """Blocking :meth:`nomad_bulk.client.NomadClient.iter_entries`: a lazy iterator."""
         return self._iterate(lambda nomad: nomad.iter_entries(upload_id, page_size=page_size))
 
-    def get_entries(self, upload_id: str, *, page_size: int = 100) -> list[Entry]:
+    def get_entries(self, upload_id: str, *, page_size: int = 1000) -> list[Entry]:
         """Blocking :meth:`nomad_bulk.client.NomadClient.get_entries`."""
         return self._call(self._client().get_entries, upload_id, page_size=page_size)
 
