@@ -64,13 +64,12 @@ import json
 import math
 import os
 import platform
-import random
 import statistics
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -79,7 +78,6 @@ import anyio
 from _server import ServerProcess
 from _tutorial_loop import TutorialLoop
 
-import nomad_bulk.engine.pipeline as engine_pipeline
 from nomad_bulk.config import Secret, Settings
 from nomad_bulk.engine import Event, PlanReady, RunOptions, Stage, StageChanged, run_upload
 from nomad_bulk.journal import AsyncJournal
@@ -273,28 +271,6 @@ class JournalTimer:
         AsyncJournal.call = self._original  # type: ignore[method-assign]
 
 
-def proposed_poll_delays(
-    policy: Any, *, expected: float | None = None, rng: random.Random | None = None
-) -> Iterator[float]:
-    """A proposed polling for the engine, used by ``--poll-experiment`` only (see README).
-
-    Each delay is a fixed fraction of the time the process has run so far,
-    ``clamp(fraction * elapsed, floor, policy.max_wait)``, so a poll overshoots
-    the end of a process by at most about ``fraction`` of its duration plus one
-    round trip, whatever the duration. With an expected duration the first poll
-    comes at 90 % of it and the fraction is smaller (the end is known to be near).
-    """
-    rand = rng or random
-    start = time.monotonic()
-    fraction, floor = 0.1, 0.05
-    if expected is not None:
-        yield min(policy.max_wait, max(policy.min_step, 0.9 * expected))
-        fraction, floor = 0.03, policy.min_step
-    while True:
-        base = min(policy.max_wait, max(floor, fraction * (time.monotonic() - start)))
-        yield base + rand.uniform(0, base / 10)
-
-
 def _mean(values: list[float]) -> float | None:
     return round(statistics.fmean(values), 4) if values else None
 
@@ -410,7 +386,6 @@ def run_engine(
     max_per_upload: int | None,
     label: str,
     work: Path,
-    poll_experiment: bool = False,
 ) -> dict[str, Any]:
     """Run ``run_upload`` over ``root`` against a fresh server and return its figures."""
     with ServerProcess(**model.server_config()) as server:
@@ -437,10 +412,6 @@ def run_engine(
                 manifest_path=work / "PIDs.json",
             )
 
-        # The engine's module imported poll_delays by name: swap it there for the experiment.
-        original_delays = getattr(engine_pipeline, "poll_delays")  # noqa: B009
-        if poll_experiment:
-            setattr(engine_pipeline, "poll_delays", proposed_poll_delays)  # noqa: B010
         with JournalTimer() as journal:
             started = time.time()
             cpu0, t0 = time.process_time(), time.monotonic()
@@ -448,7 +419,6 @@ def run_engine(
             wall = time.monotonic() - t0
             cpu = time.process_time() - cpu0
             ended = time.time()
-        setattr(engine_pipeline, "poll_delays", original_delays)  # noqa: B010
         after = server.stats()
     requests, routes = _delta(before, after)
     uploads = after["uploads"]
@@ -471,7 +441,6 @@ def run_engine(
     result = {
         "variant": label,
         "per_upload": per_upload,
-        "poll_experiment": poll_experiment,
         "requests_per_second_limit": rate,
         "max_per_upload": options.max_per_upload,
         "folders": folders,
@@ -538,12 +507,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--max-per-upload", type=int, help="(d): folders per packed upload")
     parser.add_argument("--only", default="abcd", help="variants to run, e.g. 'cd' (default abcd)")
-    parser.add_argument(
-        "--poll-experiment",
-        action="store_true",
-        help="(c)/(d) poll after a fraction of the elapsed time (proposed_poll_delays), "
-        "not with the engine's own delays",
-    )
     parser.add_argument("--output", type=Path, help="JSON path")
     args = parser.parse_args(argv)
 
@@ -579,7 +542,6 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "benchmark": "pipeline",
         "quick": quick,
-        "poll_experiment": args.poll_experiment,
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
@@ -635,7 +597,6 @@ def main(argv: list[str] | None = None) -> int:
                 max_per_upload=args.max_per_upload,
                 label=f"({key})",
                 work=Path(tmp) / f"work-{key}",
-                poll_experiment=args.poll_experiment,
             )
             variants[key] = run
             kind = "one upload per folder" if per_upload else f"packed ({run['uploads']} uploads)"

@@ -8,14 +8,22 @@ Reports throughput, the ratio client/aiohttp (target >= 0.8) and the client
 process's peak RSS (target < 100 MiB, sampled with psutil), and writes
 ``benchmarks/results/transfer.json`` (``transfer-quick.json`` with ``--quick``).
 
-    .venv/bin/python benchmarks/transfer.py [--quick | --size MIB] [--repeat N]
+The local server writes every body to disk, 256 KiB at a time through a worker
+thread, and that is what bounds these transfers. ``--sink`` sends to a bare
+aiohttp endpoint that reads and discards the body instead, which measures what
+each sender can do when the receiver is not the bottleneck (results in
+``transfer-sink.json``).
+
+    .venv/bin/python benchmarks/transfer.py [--quick | --size MIB] [--repeat N] [--sink]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import multiprocessing as mp
 import os
 import platform
 import resource
@@ -141,6 +149,62 @@ def worker(kind: str, url: str, path: Path, name: str) -> int:
     return 0
 
 
+# -- the discarding endpoint (--sink) ------------------------------------------------------
+
+
+def _sink_child(conn: Any) -> None:
+    from aiohttp import web
+
+    async def upload(request: web.Request) -> web.Response:
+        async for _ in request.content.iter_any():
+            pass
+        upload_id = os.urandom(8).hex()
+        name = request.query.get("upload_name", "")
+        return web.json_response(
+            {"upload_id": upload_id, "data": {"upload_id": upload_id, "upload_name": name}}
+        )
+
+    async def main() -> None:
+        app = web.Application(client_max_size=1 << 40)
+        app.router.add_post("/api/v1/uploads", upload)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        conn.send(f"http://127.0.0.1:{port}/api/v1")
+        await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # "stop"
+        await runner.cleanup()
+
+    asyncio.run(main())
+
+
+class SinkProcess:
+    """An endpoint that reads and discards upload bodies, in its own process."""
+
+    def __init__(self) -> None:
+        self._conn: Any = None
+        self._proc: Any = None
+        self.url = ""
+
+    def __enter__(self) -> SinkProcess:
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_sink_child, args=(child,), daemon=True)
+        self._proc.start()
+        if not self._conn.poll(60):
+            raise RuntimeError("the sink did not start within 60 s")
+        self.url = self._conn.recv()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self._conn.send("stop")
+        self._proc.join(10)
+        if self._proc.is_alive():
+            self._proc.kill()
+
+
 # -- orchestration -------------------------------------------------------------------------
 
 
@@ -221,16 +285,17 @@ def _run_curl(url: str, path: Path, name: str, token: str, tmp: Path) -> dict[st
     return {"seconds": seconds, "upload_id": json.loads(done.stdout)["upload_id"]}
 
 
-def run(size: int, repeat: int) -> dict[str, Any]:
+def run(size: int, repeat: int, *, sink: bool = False) -> dict[str, Any]:
     """Send the file with each method ``repeat`` times and collect the figures."""
-    with (
-        tempfile.TemporaryDirectory(prefix="nomad-bulk-transfer-") as tmp_name,
-        ServerProcess(max_upload_size=64 * 1024**3, upload_limit=1000) as server,
-    ):
+    receiver: SinkProcess | ServerProcess = (
+        SinkProcess() if sink else ServerProcess(max_upload_size=64 * 1024**3, upload_limit=1000)
+    )
+    with tempfile.TemporaryDirectory(prefix="nomad-bulk-transfer-") as tmp_name, receiver as server:
         tmp = Path(tmp_name)
         path = tmp / "payload.bin"
         _write_file(path, size)
-        token = _login(server.url)
+        token = "sink-accepts-any-token" if sink else _login(server.url)
+        load_before = [round(x, 2) for x in os.getloadavg()]
         env = {**os.environ, "NOMAD_BULK_BENCH_TOKEN": token}
         runs: dict[str, list[dict[str, Any]]] = {"client": [], "aiohttp": [], "curl": []}
         for i in range(repeat):
@@ -244,8 +309,10 @@ def run(size: int, repeat: int) -> dict[str, Any]:
                     result = _run_worker(kind, server.url, path, name, env)
                 result["mib_per_s"] = size / MIB / result["seconds"]
                 runs[kind].append(result)
-                _delete(server.url, token, result["upload_id"])
+                if not sink:
+                    _delete(server.url, token, result["upload_id"])
                 print(f"{kind:8s} {result['mib_per_s']:8.1f} MiB/s", flush=True)
+        load_after = [round(x, 2) for x in os.getloadavg()]
 
     def best(kind: str) -> float:
         return max(r["mib_per_s"] for r in runs[kind]) if runs[kind] else 0.0
@@ -256,7 +323,11 @@ def run(size: int, repeat: int) -> dict[str, Any]:
     peak = max(r["rss_peak"] for r in runs["client"])
     return {
         "benchmark": "transfer",
-        "what": "one raw-body POST /uploads of a file streamed from disk, to the local server",
+        "what": "one raw-body POST /uploads of a file streamed from disk, "
+        + ("to an endpoint that discards it (--sink)" if sink else "to the local server"),
+        "receiver": "sink" if sink else "local server",
+        "load_average_before": load_before,
+        "load_average_after": load_after,
         "size_bytes": size,
         "repeat": repeat,
         "client_mib_per_s": round(median("client"), 1),
@@ -286,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=2048, help="file size in MiB (default 2048)")
     parser.add_argument("--quick", action="store_true", help="64 MiB instead of --size")
     parser.add_argument("--repeat", type=int, default=1, help="transfers per method")
+    parser.add_argument(
+        "--sink", action="store_true", help="send to an endpoint that discards the body"
+    )
     parser.add_argument("--worker", choices=("client", "aiohttp"), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--file", type=Path, help=argparse.SUPPRESS)
@@ -294,9 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         return worker(args.worker, args.url, args.file, args.name)
     size = (64 if args.quick else args.size) * MIB
-    result = run(size, max(1, args.repeat))
+    result = run(size, max(1, args.repeat), sink=args.sink)
     result["quick"] = args.quick
-    out = RESULTS.with_name("transfer-quick.json") if args.quick else RESULTS
+    name = "transfer-sink" if args.sink else "transfer"
+    out = RESULTS.with_name(f"{name}-quick.json" if args.quick else f"{name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(

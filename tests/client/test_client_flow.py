@@ -308,6 +308,24 @@ async def test_entry_failure_is_reported_per_entry(api_version: str, tmp_path: P
         assert not entries["calc000/aims.out"].failed
 
 
+async def test_entries_of_a_large_upload_come_in_one_page(tmp_path: Path) -> None:
+    """The default page of an upload's entries holds 1000: 150 entries take one request,
+    100 per page take two, and both give every entry once."""
+    archive = calc_zip(tmp_path / "many.zip", 150)
+    route = "GET /uploads/{upload_id}/entries"
+    async with serve() as srv, connect(srv) as nomad:
+        with anyio.fail_after(20):
+            upload = await nomad.create_upload(archive)
+            await nomad.wait_for_process(upload.upload_id, **FAST_POLL)
+            entries = await nomad.get_entries(upload.upload_id)
+            assert srv.state.route_counts[route] == 1
+            paged = await nomad.get_entries(upload.upload_id, page_size=100)
+            assert srv.state.route_counts[route] == 3
+    assert len({e.entry_id for e in entries}) == 150
+    assert [e.entry_id for e in paged] == [e.entry_id for e in entries]
+    assert {e.entry_id for e in entries} == {e.entry_id for e in srv.state.uploads()[0].entries}
+
+
 async def test_wait_for_process_deadline(api_version: str, tmp_path: Path) -> None:
     """A process that outlives the timeout raises ProcessingTimeoutError (a TimeoutError)."""
     archive = calc_zip(tmp_path / "slow.zip")

@@ -1,18 +1,23 @@
-"""Unit behaviour of the engine's parts: limits, backoff, events, options, samples."""
+"""Unit behaviour of the engine's parts: limits, backoff, pre-flight, events, options, samples."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import zipfile
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from nomad_bulk.client import NomadClient
+from nomad_bulk.config import Secret, Settings
 from nomad_bulk.engine import (
     AdaptiveController,
     ByteBudget,
@@ -22,12 +27,15 @@ from nomad_bulk.engine import (
     RateLimiter,
     RunOptions,
     UploadSlots,
+    run_upload,
 )
 from nomad_bulk.engine._backoff import DurationEstimator, poll_delays
 from nomad_bulk.engine.limits import SlotsExhaustedError
 from nomad_bulk.engine.options import Metadata, format_size, parse_size
-from nomad_bulk.errors import ConfigError
+from nomad_bulk.engine.run import _all_of
+from nomad_bulk.errors import AuthError, ConfigError, NotFoundError
 from nomad_bulk.samples import FAIL_ENTRY_MARKER, FAIL_UPLOAD_MARKER, make_samples
+from nomad_bulk.server import running_server
 
 
 class Clock:
@@ -205,41 +213,289 @@ def test_adaptive_controller_from_unlimited() -> None:
     assert rate.rate is None
 
 
+def _poll_until_done(
+    policy: PollPolicy, duration: float, rtt: float, expected: float | None, seed: int
+) -> tuple[list[float], list[float]]:
+    """Drive poll_delays on a simulated clock: each poll is sent after its delay
+    and answered one ``rtt`` later; the process is seen done by the first poll
+    sent at or after ``duration``. Return the delays and the send times."""
+    clock = Clock()
+    delays = poll_delays(policy, expected=expected, rng=random.Random(seed), clock=clock)
+    given_delays: list[float] = []
+    sent: list[float] = []
+    for _ in range(10_000):
+        delay = next(delays)
+        given_delays.append(delay)
+        clock.now += delay
+        sent.append(clock.now)
+        clock.now += rtt
+        if sent[-1] >= duration:
+            return given_delays, sent
+    raise AssertionError("the process was never seen done")
+
+
 @given(
     initial=st.floats(0.001, 5),
     max_wait=st.floats(0.01, 60),
     expected=st.one_of(st.none(), st.floats(0, 100)),
+    clock_steps=st.lists(st.floats(0, 50), min_size=30, max_size=30),
     seed=st.integers(0, 2**16),
 )
 def test_poll_delays_stay_within_bounds(
-    initial: float, max_wait: float, expected: float | None, seed: int
+    initial: float,
+    max_wait: float,
+    expected: float | None,
+    clock_steps: list[float],
+    seed: int,
 ) -> None:
-    """Every poll delay is between min_step and max_wait, and they never shrink past the cap."""
+    """Every poll delay is between min_step and max_wait, whatever the clock does."""
     policy = PollPolicy(initial=initial, max_wait=max_wait, min_step=0.001)
-    delays = poll_delays(policy, expected=expected, rng=random.Random(seed))
-    values = [next(delays) for _ in range(30)]
-    assert all(policy.min_step <= d <= max_wait for d in values)
-    assert values[-1] == pytest.approx(max_wait, rel=0.5) or values[-1] <= max_wait
+    clock = Clock()
+    delays = poll_delays(policy, expected=expected, rng=random.Random(seed), clock=clock)
+    for step in clock_steps:
+        delay = next(delays)
+        assert policy.min_step <= delay <= max_wait
+        clock.now += delay + step
+
+
+@given(
+    duration=st.floats(0.001, 3000),
+    rtt=st.floats(0, 0.5),
+    expected=st.one_of(st.none(), st.floats(0.001, 3000)),
+    fraction=st.floats(0.01, 0.5),
+    jitter=st.floats(0, 1),
+    seed=st.integers(0, 2**16),
+)
+def test_poll_overshoot_is_a_bounded_share_of_the_duration(
+    duration: float,
+    rtt: float,
+    expected: float | None,
+    fraction: float,
+    jitter: float,
+    seed: int,
+) -> None:
+    """After the first poll, the poll that sees the end comes at most (fraction + jitter
+    share) of the elapsed time plus one round trip after it, capped by max_wait."""
+    policy = PollPolicy(fraction=fraction, jitter=jitter)
+    delays, sent = _poll_until_done(policy, duration, rtt, expected, seed)
+    overshoot = sent[-1] - duration
+    if len(sent) == 1:
+        assert overshoot <= delays[0]
+        return
+    # The last poll that saw the process running was sent before its end, so the
+    # delay after it was computed at an elapsed time below duration + rtt.
+    step = min(policy.max_wait, 1.1 * max(policy.floor, fraction * (duration + rtt)))
+    # A first delay shortened by the cap is followed by one aimed at the first poll's time.
+    first = policy.initial if expected is None else 0.9 * expected
+    assert overshoot <= max(first - duration, rtt + step) + 1e-9
+    if first <= duration and duration >= 10 and rtt <= 0.05 and duration * fraction >= 0.05:
+        assert overshoot <= 1.1 * fraction * duration + 2 * rtt + 1e-9
+
+
+@given(
+    durations=st.lists(st.floats(0.01, 100), min_size=1, max_size=5),
+    rtt=st.floats(0, 0.2),
+    seed=st.integers(0, 2**16),
+)
+def test_poll_times_increase_and_delays_never_shrink(
+    durations: list[float], rtt: float, seed: int
+) -> None:
+    """Without jitter and without an expected duration, each delay after the first is at
+    least the previous one (elapsed time only grows), and the send times increase."""
+    policy = PollPolicy(jitter=0)
+    for duration in durations:
+        delays, sent = _poll_until_done(policy, duration, rtt, None, seed)
+        assert all(b > a for a, b in itertools.pairwise(sent))
+        later = delays[1:]
+        assert all(b >= a for a, b in itertools.pairwise(later))
 
 
 def test_poll_delays_follow_the_expected_duration() -> None:
-    """With an expected duration, the first poll comes at 90 % of it, then in short steps."""
+    """With an expected duration the first poll comes at 90 % of it, then in short
+    steps near the expected end, then at the usual fraction of the elapsed time."""
     policy = PollPolicy(initial=0.5, max_wait=10, jitter=0)
-    delays = poll_delays(policy, expected=2.0)
-    first, second, third = next(delays), next(delays), next(delays)
-    assert first == pytest.approx(1.8)
-    assert second == pytest.approx(0.1) and third == pytest.approx(0.15)
+    clock = Clock()
+    delays = poll_delays(policy, expected=2.0, clock=clock)
+    assert next(delays) == pytest.approx(1.8)
+    clock.now = 2.0
+    assert next(delays) == pytest.approx(0.06)  # 0.3 * 0.1 * 2 s
+    clock.now = 3.0
+    assert next(delays) == pytest.approx(0.3)  # 0.1 * 3 s
+    clock.now = 500.0
+    assert next(delays) == pytest.approx(10.0)  # the cap
 
 
-def test_duration_estimator_is_a_moving_mean_per_entry() -> None:
-    """The estimate follows observations and scales with the number of entries."""
+def test_poll_delays_without_knowledge() -> None:
+    """Without an expected duration: policy.initial first, then the floor
+    (initial / 10), then a tenth of the elapsed time."""
+    policy = PollPolicy(initial=0.5, max_wait=10, jitter=0)
+    clock = Clock()
+    delays = poll_delays(policy, clock=clock)
+    assert next(delays) == pytest.approx(0.5)
+    clock.now = 0.5
+    assert next(delays) == pytest.approx(0.05)
+    clock.now = 4.0
+    assert next(delays) == pytest.approx(0.4)
+
+
+def test_capped_first_delay_still_aims_at_the_expected_time() -> None:
+    """An expected duration beyond max_wait is approached in capped steps, not in
+    short ones from the cap on."""
+    policy = PollPolicy(max_wait=15, jitter=0)
+    clock = Clock()
+    delays = poll_delays(policy, expected=100.0, clock=clock)
+    assert next(delays) == 15.0
+    clock.now = 15.0
+    assert next(delays) == 15.0
+    clock.now = 85.0
+    assert next(delays) == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize(("duration", "most"), [(0.3, 3), (1.0, 4), (3.0, 6), (30.0, 8)])
+def test_known_durations_take_few_polls(duration: float, most: int) -> None:
+    """A process that takes as long as expected (within 5 %) is seen done within a
+    few polls and a few per cent of its duration plus one round trip."""
+    for seed in range(50):
+        expected = duration * random.Random(seed).uniform(0.95, 1.05)
+        _, sent = _poll_until_done(PollPolicy(), duration, 0.02, expected, seed)
+        assert len(sent) <= most
+        assert sent[-1] - duration <= 0.045 * duration + 0.02
+
+
+def test_duration_estimator_is_a_moving_mean() -> None:
+    """The estimate follows observations; for the same size it is the moving mean."""
     est = DurationEstimator(alpha=0.5)
     assert est.expected("process") is None
     est.observe("process", 2.0)
     est.observe("process", 4.0)
     assert est.expected("process") == pytest.approx(3.0)
     est.observe("edit", 10.0, units=10)
+    assert est.expected("edit", 10) == pytest.approx(10.0)
     assert est.expected("edit", 5) == pytest.approx(5.0)
+    assert est.expected("edit", 200) == pytest.approx(10.0)
+
+
+@given(
+    base=st.floats(0, 100),
+    per_unit=st.floats(0, 10),
+    sizes=st.lists(st.integers(1, 10_000), min_size=1, max_size=20),
+    asked=st.integers(1, 100_000),
+    alpha=st.floats(0.05, 1),
+)
+def test_duration_estimator_never_overestimates_affine_durations(
+    base: float, per_unit: float, sizes: list[int], asked: int, alpha: float
+) -> None:
+    """When durations are a fixed part plus a part per entry, the estimate for any
+    size is at most the true duration: a 200-entry upload after 1-entry ones is
+    not first polled late, nor a small upload after large ones."""
+    est = DurationEstimator(alpha=alpha)
+    for size in sizes:
+        est.observe("process", base + per_unit * size, size)
+    expected = est.expected("process", asked)
+    assert expected is not None
+    assert expected <= (base + per_unit * asked) * (1 + 1e-9) + 1e-9
+
+
+def test_duration_estimator_mixed_sizes() -> None:
+    """After 1-entry uploads of 1.01 s, a 200-entry upload is expected to take
+    1.01 s (first poll at 0.9 s), not 202 s."""
+    est = DurationEstimator()
+    for _ in range(10):
+        est.observe("process", 1.01, 1)
+    assert est.expected("process", 200) == pytest.approx(1.01)
+    for _ in range(10):
+        est.observe("process", 3.0, 200)
+    small = est.expected("process", 1)
+    assert small is not None and small < 1.01
+
+
+@pytest.mark.anyio
+async def test_all_of_runs_steps_concurrently() -> None:
+    """Each step can wait for another that starts after it: they run at the same time."""
+    ready = [anyio.Event() for _ in range(3)]
+    done: list[int] = []
+
+    def step(i: int) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            ready[i].set()
+            for event in ready:
+                await event.wait()
+            done.append(i)
+
+        return run
+
+    with anyio.fail_after(5):
+        await _all_of([step(0), step(1), step(2)])
+    assert sorted(done) == [0, 1, 2]
+
+
+@pytest.mark.anyio
+async def test_all_of_raises_the_earliest_steps_failure_alone() -> None:
+    """When several steps fail, the first step's error is raised by itself (not a group),
+    even if a later step failed sooner; no step is cancelled for another's failure."""
+    later_failed = anyio.Event()
+    finished: list[str] = []
+
+    async def first() -> None:
+        await later_failed.wait()
+        raise AuthError("first step")
+
+    async def second() -> None:
+        later_failed.set()
+        raise NotFoundError("second step")
+
+    async def third() -> None:
+        await later_failed.wait()
+        await anyio.lowlevel.checkpoint()
+        finished.append("third")
+
+    with anyio.fail_after(5), pytest.raises(AuthError, match="first step") as caught:
+        await _all_of([first, second, third])
+    assert type(caught.value) is AuthError
+    assert finished == ["third"]
+
+
+@pytest.mark.anyio
+async def test_preflight_checks_land_in_the_plan(tmp_path: Path) -> None:
+    """The concurrent pre-flight finds the server version, the user, the held uploads,
+    an existing dataset and the coauthors, as a dry run's plan shows, asking for each once."""
+    make_samples(tmp_path, 2)
+    async with running_server() as srv:
+        settings = Settings(url=srv.url, username="test1", password=Secret("password"))
+        options = RunOptions(
+            dry_run=True,
+            dataset="existing",
+            coauthors=("coauthor1@example.org", "coauthor2"),
+            requests_per_second=None,
+        )
+        with anyio.fail_after(30):
+            async with NomadClient(settings) as nomad:
+                dataset = await nomad.create_dataset("existing")
+            before = srv.state.route_counts.copy()
+            report = await run_upload(tmp_path, settings=settings, options=options)
+        sent = srv.state.route_counts - before
+        assert sent["GET /users/me"] == 1 and sent["GET /info"] == 1
+        plan = report.plan
+        assert plan.server_version and plan.user == "test1"
+        assert (plan.held_uploads, plan.free_slots) == (0, 10)
+        assert plan.dataset_id == dataset.dataset_id
+        assert len(plan.coauthors) == 2 and "coauthor1@example.org" in plan.coauthors[0]
+        assert srv.state.route_counts["POST /uploads"] == 0
+
+
+@pytest.mark.anyio
+async def test_preflight_failure_is_one_config_error(tmp_path: Path) -> None:
+    """An unknown coauthor next to other concurrent checks raises one ConfigError."""
+    make_samples(tmp_path, 1)
+    async with running_server() as srv:
+        settings = Settings(url=srv.url, username="test1", password=Secret("password"))
+        options = RunOptions(
+            dataset="new one", coauthors=("nobody@example.org",), requests_per_second=None
+        )
+        with anyio.fail_after(30), pytest.raises(ConfigError, match="nobody") as caught:
+            await run_upload(tmp_path, settings=settings, options=options)
+        assert type(caught.value) is ConfigError
+        assert srv.state.uploads() == [] and srv.state.datasets() == []
 
 
 def test_event_bus_detaches_a_raising_observer(caplog: pytest.LogCaptureFixture) -> None:

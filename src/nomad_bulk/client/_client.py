@@ -59,6 +59,11 @@ __all__ = ["ClientState", "NomadClient", "ServerInfo", "process_names"]
 
 logger = logging.getLogger("nomad_bulk.client")
 
+# NOMAD: neither schema (1.3, 2.0) sets a maximum page_size for an upload's entries;
+# 2.0 looks the page's entries up in its search index in one query, whose result
+# window (10,000) is far above this.
+ENTRIES_PAGE_SIZE = 1000
+
 # NOMAD: 1.3 names its processes process_upload/edit_upload_metadata/publish_upload;
 # 2.0 (Temporal workflows) uses _process_upload/_edit_metadata/_publish_upload.
 _PROCESS_FAMILIES: tuple[frozenset[str], ...] = (
@@ -823,14 +828,22 @@ class NomadClient:
 
     # -- entries and files -----------------------------------------------------------------
 
-    async def iter_entries(self, upload_id: str, *, page_size: int = 100) -> AsyncIterator[Entry]:
-        """Every entry of an upload with its processing state and errors, all pages."""
+    async def iter_entries(
+        self, upload_id: str, *, page_size: int = ENTRIES_PAGE_SIZE
+    ) -> AsyncIterator[Entry]:
+        """Every entry of an upload with its processing state and errors, all pages.
+
+        Pages hold 1000 entries by default, so an upload's entries usually come
+        in one request.
+        """
         async for item in self._pages(
             f"/uploads/{_seg(upload_id)}/entries", [], page_size=page_size
         ):
             yield Entry.from_json(item)
 
-    async def get_entries(self, upload_id: str, *, page_size: int = 100) -> list[Entry]:
+    async def get_entries(
+        self, upload_id: str, *, page_size: int = ENTRIES_PAGE_SIZE
+    ) -> list[Entry]:
         """Like :meth:`iter_entries`, collected into a list."""
         return [entry async for entry in self.iter_entries(upload_id, page_size=page_size)]
 

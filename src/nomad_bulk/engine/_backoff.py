@@ -16,8 +16,9 @@ The price is more polls while nothing is known: about
 ``max_wait`` takes over (one poll per 15 s by default, from 150 s on): 8 polls
 for 1 s, 32 for 10 s, 50 for a minute, 90 for ten minutes, against 2, 6, 11 and
 47 with a growth of 1.5 per poll. Only the processes that start before the
-first of their kind has ended pay this; once a duration is known a process
-takes 2-6 polls, about as many as with the growing delay. The engine's global
+first of their kind has ended pay this; once a duration is known, a process
+of up to a minute takes 2-8 polls (longer ones one more per ``max_wait``),
+about as many as with the growing delay. The engine's global
 request rate (10 requests per second by default) bounds the sum: when the
 uploads of a first wave poll at once, the rate gate delays their polls (a
 little more overshoot) rather than sending more requests than allowed.
@@ -96,8 +97,9 @@ def poll_delays(
         elapsed = max(0.0, clock() - start)
         if elapsed < first - policy.min_step:
             # The cap shortened the first delay: keep aiming at the first poll's time.
-            base = first - elapsed
-        elif elapsed < near_until:
+            yield min(cap, first - elapsed)
+            continue
+        if elapsed < near_until:
             base = max(policy.min_step, _NEAR_SHARE * policy.fraction * elapsed)
         else:
             base = max(policy.floor, policy.fraction * elapsed)

@@ -8,7 +8,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -113,6 +113,28 @@ def _leaf(exc: BaseException) -> BaseException:
         if not inner:
             return exc
         exc = next((e for e in inner if isinstance(e, NomadBulkError)), inner[0])
+
+
+async def _all_of(steps: Sequence[Callable[[], Awaitable[None]]]) -> None:
+    """Run independent steps concurrently; raise the failure of the earliest one.
+
+    No step is cancelled for another's failure, so the exception raised is
+    the one the steps run one after the other would have raised (a single
+    exception, never a group), whichever failed first in time.
+    """
+    failures: dict[int, Exception] = {}
+
+    async def run(index: int, step: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await step()
+        except Exception as exc:
+            failures[index] = exc
+
+    async with anyio.create_task_group() as tg:
+        for index, step in enumerate(steps):
+            tg.start_soon(run, index, step)
+    if failures:
+        raise failures[min(failures)]
 
 
 def _spool_budget(options: RunOptions, spool_dir: Path) -> int:
@@ -277,21 +299,38 @@ class _Run:
                 await aj.call(journal.close)
 
     async def _preflight(self, client: NomadClient, aj: AsyncJournal) -> _Preflight:
+        """Check the server, the account, the slots, the dataset and the coauthors.
+
+        The independent requests run concurrently (two round trips after the log-in
+        instead of one per request); a failure raises what the same checks made one
+        after the other would raise first.
+        """
         opts = self.options
         pre = _Preflight()
-        info = await client.info()
-        pre.server_version = info.version
-        me = await client.me()
-        pre.user = me.username or me.name or me.user_id
-        pre.is_admin = me.is_admin
-        if not opts.dry_run:
-            await self._retire_failed(client, aj)
-        if not me.is_admin:
-            pre.held = await client.count_uploads(roles="main_author", is_published=False)
-        if opts.dataset:
-            dataset = await client.find_dataset(opts.dataset)
-            pre.dataset_id = dataset.dataset_id if dataset is not None else None
-        if opts.coauthors:
+        user_known = anyio.Event()
+
+        async def server() -> None:
+            pre.server_version = (await client.info()).version
+
+        async def account() -> None:
+            try:
+                me = await client.me()
+            finally:
+                user_known.set()
+            pre.user = me.username or me.name or me.user_id
+            pre.is_admin = me.is_admin
+            if not opts.dry_run:
+                await self._retire_failed(client, aj)
+            if not me.is_admin:
+                pre.held = await client.count_uploads(roles="main_author", is_published=False)
+
+        async def dataset() -> None:
+            # The lookup is by owner: let the client reuse the account's answer.
+            await user_known.wait()
+            found = await client.find_dataset(opts.dataset or "")
+            pre.dataset_id = found.dataset_id if found is not None else None
+
+        async def coauthors() -> None:
             try:
                 users = await client.resolve_users(opts.coauthors)
             except NotFoundError as exc:
@@ -307,6 +346,13 @@ class _Run:
                     names.append(f"{user.name or user.username or ref} ({ref})")
             pre.coauthors = tuple(ids)
             pre.coauthor_names = tuple(names)
+
+        steps: list[Callable[[], Awaitable[None]]] = [server, account]
+        if opts.dataset:
+            steps.append(dataset)
+        if opts.coauthors:
+            steps.append(coauthors)
+        await _all_of(steps)
         return pre
 
     async def _retire_failed(self, client: NomadClient, aj: AsyncJournal) -> None:

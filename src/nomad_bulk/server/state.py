@@ -565,6 +565,9 @@ class ServerState:
         if seconds > 0:
             await asyncio.sleep(seconds)
 
+    async def _sleep_until(self, deadline: float) -> None:
+        await self._sleep(deadline - asyncio.get_running_loop().time())
+
     async def _run(self, upload: UploadRecord, job: Job) -> bool:
         name = self.process_name(job.kind)
         self._set(upload, "RUNNING", f"Started: {name}")
@@ -599,7 +602,12 @@ class ServerState:
         self.mark_dirty()
 
     async def _process_upload(self, upload: UploadRecord, job: Job) -> bool:
-        await self._sleep(self.config.processing_time + self.faults.plan.processing_delay)
+        # The configured durations are deadlines from the start, not sleeps on top of
+        # the work: unpacking and matching run inside the entries' time, and timer
+        # slack does not add up over many entries.
+        start = asyncio.get_running_loop().time()
+        parsing = start + self.config.processing_time + self.faults.plan.processing_delay
+        await self._sleep_until(parsing)
         upload_id = upload.upload_id
         self._set(upload, "RUNNING", "Adding files")
         staged = list(upload.staged)
@@ -629,10 +637,12 @@ class ServerState:
         upload.entries = entries
         self._set(upload, "RUNNING", "Parsing level 0")
         self._set(upload, "WAITING_FOR_RESULT", "Waiting for results (level 0)")
-        for entry in entries:
+        per_entry = self.config.time_per_entry
+        for done, entry in enumerate(entries, start=1):
             entry.process_status = "RUNNING"
             entry.last_status_message = "Started: process_entry"
-            await self._sleep(self.config.time_per_entry)
+            if per_entry > 0:
+                await self._sleep_until(parsing + done * per_entry)
             failed = fail_entries[entry.entry_id] or self.faults.fail_entry()
             entry.complete_time = utcnow()
             if failed:
