@@ -1,7 +1,8 @@
 """Fixtures of the chaos tests: fast engine options, credentials, a server in a thread.
 
 The thread server comes from the CLI tests (``tests/cli/conftest.py``): the CLI and the
-engine subprocesses need a server whose event loop is not the test's.
+engine subprocesses need a server whose event loop is not the test's. Fast engine options
+come from the engine tests (``tests/engine/conftest.py``).
 """
 
 from __future__ import annotations
@@ -12,30 +13,11 @@ from typing import Any
 import pytest
 
 from cli.conftest import ThreadServer, nomad_env, thread_server
+from engine.conftest import FAST_POLL, fast
 from nomad_bulk.config import Settings
-from nomad_bulk.engine import PollPolicy, RunOptions
 from nomad_bulk.server import LocalServer
 
 __all__ = ["FAST_POLL", "ThreadServer", "fast", "login", "nomad_env", "thread_server"]
-
-#: Polling for a server that processes in milliseconds.
-FAST_POLL = PollPolicy(initial=0.005, max_wait=0.05, min_step=0.002, jitter=0.002)
-
-
-@pytest.fixture
-def fast() -> Callable[..., RunOptions]:
-    """RunOptions with tiny poll delays and no configured rate limit; keywords override."""
-
-    def make(**kw: Any) -> RunOptions:
-        values: dict[str, Any] = {
-            "poll": FAST_POLL,
-            "requests_per_second": None,
-            "processing_timeout": 30.0,
-        }
-        values.update(kw)
-        return RunOptions(**values)
-
-    return make
 
 
 @pytest.fixture
